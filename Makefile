@@ -1,0 +1,37 @@
+# Secure Your Server: `make run` (set up and run with demo data), `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install system-deps run test bench lint clean-broker
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip 2>/dev/null || true
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# Fonts and libraries WeasyPrint needs for letters in every language (Noto, CJK included).
+# Installed with apt when we may; otherwise we say what is missing and carry on.
+system-deps:
+	@bash scripts/system-deps.sh
+
+run: install system-deps
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py load_demo
+	$(PY) manage.py collectstatic --noinput -v0
+	@bash scripts/run.sh $(HOST) $(PORT)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	@$(PY) -m bench
+
+lint: install
+	$(PY) -m ruff check .

@@ -1,0 +1,151 @@
+"""Admin base classes: every changelist, page, autocomplete and choice list scoped to partners.
+
+Access follows Membership roles, not Django's per-model permissions: viewers read, caseworkers
+also change, approvers also approve templates. The lead agency's staff see every partner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.filters import RelatedOnlyFieldListFilter
+from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from campaign import selectors
+from campaign.models import Membership, Partner
+
+
+class ScopedAdmin(admin.ModelAdmin):
+    """Base: scoped foreign-key choices and role-based permissions. Subclasses set the scope."""
+
+    change_role: str = Membership.Role.CASEWORKER
+    show_full_result_count = False
+
+    def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
+        raise NotImplementedError
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return self.scope_queryset(request, super().get_queryset(request))
+
+    def partner_of(self, obj: models.Model) -> Partner | None:
+        return None
+
+    # Choices for foreign keys and many-to-many fields come from the related model's own admin,
+    # so a partner's form never offers another partner's owners, cases or letters.
+    def _scoped_related(self, db_field: models.Field, request: HttpRequest) -> QuerySet | None:
+        related_admin = self.admin_site._registry.get(db_field.related_model)
+        if related_admin is None:
+            return None
+        return related_admin.get_queryset(request)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if "queryset" not in kwargs:
+            qs = self._scoped_related(db_field, request)
+            if qs is not None:
+                kwargs["queryset"] = qs
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if "queryset" not in kwargs:
+            qs = self._scoped_related(db_field, request)
+            if qs is not None:
+                kwargs["queryset"] = qs
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        # Related filters list only what the scoped queryset holds (no other partners' names).
+        scoped = []
+        for item in super().get_list_filter(request):
+            if isinstance(item, str) and self._is_relation(item):
+                scoped.append((item, RelatedOnlyFieldListFilter))
+            else:
+                scoped.append(item)
+        return scoped
+
+    def _is_relation(self, path: str) -> bool:
+        model = self.model
+        field = None
+        for part in path.split("__"):
+            try:
+                field = model._meta.get_field(part)
+            except Exception:
+                return False
+            if not field.is_relation:
+                return False
+            model = field.related_model
+        return field is not None
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return selectors.is_member(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return selectors.is_member(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        partner = self.partner_of(obj) if obj is not None else None
+        return selectors.has_role(request.user, self.change_role, partner)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return selectors.has_role(request.user, self.change_role)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Audit trails and evidence are not deleted through the admin; superusers can clean up.
+        return bool(request.user.is_superuser)
+
+
+class PartnerScopedAdmin(ScopedAdmin):
+    partner_field = "partner"  # a lookup path from the model to its Partner
+
+    def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
+        if selectors.sees_all_partners(request.user):
+            return qs
+        return qs.filter(**{f"{self.partner_field}__in": selectors.partners_for(request.user)})
+
+    def partner_of(self, obj: models.Model) -> Partner | None:
+        value: Any = obj
+        for part in self.partner_field.split("__"):
+            if part == "id" and isinstance(value, Partner):
+                break
+            value = getattr(value, part, None)
+            if value is None:
+                return None
+        return value if isinstance(value, Partner) else None
+
+
+class LeadOnlyAdmin(ScopedAdmin):
+    """Models that belong to no partner (scan runs, exclusions, imports): the lead agency's."""
+
+    def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
+        return qs if selectors.sees_all_partners(request.user) else qs.none()
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return selectors.sees_all_partners(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return selectors.sees_all_partners(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return selectors.sees_all_partners(request.user) and selectors.has_role(
+            request.user, self.change_role
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.has_change_permission(request)
+
+
+class SharedReadOnlyAdmin(ScopedAdmin):
+    """Data every partner reads (campaigns); only the lead agency changes it."""
+
+    def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
+        return qs if selectors.is_member(request.user) else qs.none()
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return selectors.sees_all_partners(request.user) and selectors.has_role(
+            request.user, self.change_role
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.has_change_permission(request)

@@ -1,0 +1,185 @@
+"""Admin for scanning's models. It lives here because scoping a finding to a partner goes through
+its target's owner, which scanning does not know about (campaign may import scanning, not back)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from campaign import selectors
+from campaign.admin_base import LeadOnlyAdmin, PartnerScopedAdmin
+from scanning.models import CanaryHit, Exclusion, Finding, ScanRun, Target
+
+DIRECTION_LABELS = {">": "scanner", "<": "server", "!": "note"}
+
+
+def transcript_dialogue(lines: list[dict[str, Any]]) -> str:
+    """A finding's transcript as a dialogue: who said what, when."""
+    if not lines:
+        return "—"
+    rows = format_html_join(
+        "",
+        '<tr class="transcript-{}"><td style="text-align:right;color:#666">{} ms</td>'
+        '<td><strong>{}</strong></td><td><code style="white-space:pre-wrap">{}</code></td></tr>',
+        (
+            (
+                DIRECTION_LABELS.get(line.get("direction", "!"), "note"),
+                line.get("t_ms", 0),
+                DIRECTION_LABELS.get(line.get("direction", "!"), "note"),
+                line.get("text", ""),
+            )
+            for line in lines
+        ),
+    )
+    return format_html('<table class="transcript">{}</table>', rows)
+
+
+class FindingInline(admin.TabularInline):
+    model = Finding
+    extra = 0
+    fields = ("probed_at", "protocol", "verdict", "evidence_level", "software_family")
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+    ordering = ("-probed_at",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Target)
+class TargetAdmin(PartnerScopedAdmin):
+    partner_field = "attribution__server_owner__partner"
+    list_display = ("__str__", "protocol", "hostname", "geo_country", "asn", "last_seen")
+    list_filter = ("protocol", "geo_country")
+    search_fields = ("ip", "hostname")
+    date_hierarchy = "last_seen"
+    readonly_fields = ("created_at", "sources", "source_data")
+    inlines = (FindingInline,)
+
+
+@admin.register(Finding)
+class FindingAdmin(PartnerScopedAdmin):
+    partner_field = "target__attribution__server_owner__partner"
+    list_display = (
+        "target",
+        "protocol",
+        "verdict",
+        "evidence_level",
+        "software_family",
+        "probed_at",
+    )
+    list_filter = ("verdict", "evidence_level", "protocol", "software_family", "transport_status")
+    list_select_related = ("target",)
+    search_fields = ("target__ip", "token", "reverse_dns")
+    date_hierarchy = "probed_at"
+    raw_id_fields = ("target", "scan_run")
+    readonly_fields = ("dialogue", "details_pretty", "reasons")
+    exclude = ("transcript", "details")
+
+    @admin.display(description="Transcript")
+    def dialogue(self, obj: Finding) -> str:
+        return transcript_dialogue(obj.transcript)
+
+    @admin.display(description="Details")
+    def details_pretty(self, obj: Finding) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.details, indent=2, ensure_ascii=False))
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # evidence is never edited
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(ScanRun)
+class ScanRunAdmin(LeadOnlyAdmin):
+    list_display = ("__str__", "status", "progress", "verdict_summary", "created_at", "finished_at")
+    list_filter = ("status",)
+    search_fields = ("label",)
+    date_hierarchy = "created_at"
+    readonly_fields = (
+        "status",
+        "progress",
+        "verdict_summary",
+        "targets_total",
+        "targets_done",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "note",
+    )
+    exclude = ("targets", "verdict_counts")
+
+    @admin.display(description="Progress")
+    def progress(self, obj: ScanRun) -> str:
+        return format_html(
+            '<progress max="100" value="{}"></progress> {} / {}',
+            obj.progress_percent,
+            obj.targets_done,
+            obj.targets_total,
+        )
+
+    @admin.display(description="Verdicts")
+    def verdict_summary(self, obj: ScanRun) -> str:
+        counts = obj.verdict_counts or {}
+        return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "—"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(finding_count=Count("findings"))
+
+
+@admin.register(Exclusion)
+class ExclusionAdmin(LeadOnlyAdmin):
+    list_display = (
+        "network",
+        "status",
+        "requester_email",
+        "created_at",
+        "decided_at",
+        "expires_at",
+    )
+    list_filter = ("status",)
+    search_fields = ("network", "requester_email", "reason")
+    date_hierarchy = "created_at"
+    readonly_fields = ("decided_by", "decided_at", "created_at")
+    actions = ("approve", "reject")
+
+    @admin.action(description="Approve: stop scanning these networks", permissions=["change"])
+    def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
+        n = queryset.update(
+            status=Exclusion.Status.APPROVED, decided_by=request.user, decided_at=timezone.now()
+        )
+        self.message_user(request, f"{n} exclusion(s) approved.")
+
+    @admin.action(description="Reject the request", permissions=["change"])
+    def reject(self, request: HttpRequest, queryset: QuerySet) -> None:
+        n = queryset.update(
+            status=Exclusion.Status.REJECTED, decided_by=request.user, decided_at=timezone.now()
+        )
+        self.message_user(request, f"{n} exclusion request(s) rejected.")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return selectors.sees_all_partners(request.user) and super().has_change_permission(
+            request, obj
+        )
+
+
+@admin.register(CanaryHit)
+class CanaryHitAdmin(LeadOnlyAdmin):
+    list_display = ("at", "kind", "token", "peer_ip", "detail")
+    list_filter = ("kind",)
+    search_fields = ("token", "peer_ip")
+    date_hierarchy = "at"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

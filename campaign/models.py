@@ -1,0 +1,361 @@
+"""Partners, owners and cases: who is told what, by whom."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+LANGUAGE_CODES = {code for code, _ in settings.LANGUAGES}
+
+
+def validate_country(value: str) -> None:
+    if len(value) != 2 or not value.isascii() or not value.isalpha() or not value.isupper():
+        raise ValidationError(f"{value!r} is not an ISO 3166-1 alpha-2 code such as GB or DE.")
+
+
+def validate_languages(value: object) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValidationError('List the partner\'s languages in order, e.g. ["de", "fr", "it"].')
+    for code in value:
+        if not isinstance(code, str) or code != code.lower() or not code:
+            raise ValidationError(
+                f"{code!r} is not a lower-case Django language code (pt-br, zh-hant)."
+            )
+
+
+class Partner(models.Model):
+    """A national agency; the lead regulator is one partner too."""
+
+    country = models.CharField(max_length=2, unique=True, validators=[validate_country])
+    country_name = models.CharField(max_length=100)
+    agency = models.CharField(max_length=200)
+    languages = models.JSONField(
+        validators=[validate_languages],
+        help_text="Letter languages in order; ones without shipped letters are skipped.",
+    )
+    is_lead = models.BooleanField(default=False)
+    signatory_name = models.CharField(max_length=200, blank=True)
+    signatory_title = models.CharField(max_length=200, blank=True)
+    reply_to = models.EmailField(blank=True)
+    website = models.URLField(blank=True)
+    letterhead = models.FileField(upload_to="letterheads/", blank=True)
+    address = models.TextField(blank=True, help_text="Postal address printed on the letterhead.")
+
+    class Meta:
+        ordering = ["country"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_lead"], condition=models.Q(is_lead=True), name="partner_one_lead"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(country__regex=r"^[A-Z]{2}$"), name="partner_country_iso2"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.country_name} ({self.agency})"
+
+    @property
+    def letter_languages(self) -> list[str]:
+        """The partner's languages that have shipped letters, in the partner's order."""
+        return [code for code in self.languages if code in LANGUAGE_CODES]
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "Viewer"
+        CASEWORKER = "caseworker", "Caseworker"
+        APPROVER = "approver", "Approver"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "partner"], name="membership_unique_user_partner"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.partner.country} ({self.role})"
+
+
+class Campaign(models.Model):
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    starts_on = models.DateField(default=timezone.localdate)
+    ends_on = models.DateField(
+        null=True, blank=True, help_text="Remediation links expire after this."
+    )
+    reminder_after_days = models.PositiveIntegerField(default=21)
+    final_deadline_days = models.PositiveIntegerField(default=60)
+    is_active = models.BooleanField(default=True)
+    scan_runs = models.ManyToManyField("scanning.ScanRun", blank=True, related_name="campaigns")
+
+    class Meta:
+        ordering = ["-starts_on"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(ends_on__isnull=True)
+                | models.Q(ends_on__gte=models.F("starts_on")),
+                name="campaign_ends_after_start",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ServerOwner(models.Model):
+    """The organisation behind one or more servers, with an ordered chain of contacts."""
+
+    name = models.CharField(max_length=255)
+    rdap_handle = models.CharField(max_length=100, blank=True, db_index=True)
+    country = models.CharField(max_length=2, blank=True, validators=[validate_country])
+    partner = models.ForeignKey(
+        Partner,
+        on_delete=models.PROTECT,
+        related_name="server_owners",
+        help_text="Routed by the owner's country; the lead agency triages owners with no partner.",
+    )
+    preferred_language = models.CharField(max_length=10, blank=True)
+    corrections = models.JSONField(
+        default=dict, blank=True, help_text="Manual corrections; they win over automatic data."
+    )
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["partner", "name"]), models.Index(fields=["country"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Contact(models.Model):
+    class Kind(models.TextChoices):
+        ABUSE = "abuse", "Abuse contact"
+        NETWORK = "network", "Network contact"
+        TECHNICAL = "technical", "Technical contact"
+        ADMINISTRATIVE = "administrative", "Administrative contact"
+        PARTNER = "partner", "Partner agency (manual follow-up)"
+
+    server_owner = models.ForeignKey(ServerOwner, on_delete=models.CASCADE, related_name="contacts")
+    position = models.PositiveSmallIntegerField(help_text="0 is tried first.")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    email = models.EmailField()
+    source = models.CharField(max_length=16, default="manual", help_text="rdap, manual, ...")
+    bounced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["server_owner", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server_owner", "position"], name="contact_unique_position"
+            ),
+            models.UniqueConstraint(fields=["server_owner", "email"], name="contact_unique_email"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.kind})"
+
+
+class Attribution(models.Model):
+    """What reverse DNS and RDAP said about one target, and to which owner it was attributed."""
+
+    target = models.OneToOneField(
+        "scanning.Target", on_delete=models.CASCADE, related_name="attribution"
+    )
+    server_owner = models.ForeignKey(
+        ServerOwner, null=True, blank=True, on_delete=models.SET_NULL, related_name="attributions"
+    )
+    reverse_dns = models.CharField(max_length=255, blank=True)
+    network_cidr = models.CharField(max_length=64, blank=True)
+    network_name = models.CharField(max_length=255, blank=True)
+    registrant_country = models.CharField(max_length=2, blank=True)
+    abuse_email = models.EmailField(blank=True)
+    asn = models.PositiveBigIntegerField(null=True, blank=True)
+    rdap_source = models.URLField(blank=True)
+    error = models.CharField(max_length=255, blank=True)
+    attributed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.target} → {self.server_owner or 'unattributed'}"
+
+
+class Case(models.Model):
+    """One server owner in one campaign: every finding of theirs, one letter."""
+
+    class Status(models.TextChoices):
+        NEW = "new", "New"
+        NEEDS_REVIEW = "needs_review", "Needs review"
+        READY = "ready", "Ready"
+        NOTIFIED = "notified", "Notified"
+        REMINDED = "reminded", "Reminded"
+        ESCALATED = "escalated", "Escalated"
+        FIXED = "fixed", "Verified fixed"
+        UNRESPONSIVE = "unresponsive", "Unresponsive"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+        SUPPRESSED = "suppressed", "Suppressed"
+
+    reference = models.CharField(max_length=20, unique=True)
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="cases")
+    server_owner = models.ForeignKey(ServerOwner, on_delete=models.PROTECT, related_name="cases")
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="cases")
+    language = models.CharField(max_length=10)
+    status = models.CharField(max_length=14, choices=Status.choices, default=Status.NEW)
+    findings = models.ManyToManyField("scanning.Finding", related_name="cases", blank=True)
+    review_reason = models.CharField(max_length=255, blank=True)
+    remediation_token_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    opened_at = models.DateTimeField(default=timezone.now)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    next_action_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server_owner", "campaign"], name="case_one_per_owner_campaign"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(reference__regex=r"^SYS-[0-9]{4}-[0-9]{6}$"),
+                name="case_reference_format",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["partner", "status"]),
+            models.Index(fields=["status", "next_action_at"]),
+            models.Index(fields=["opened_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.reference
+
+
+class CaseSequence(models.Model):
+    """The last case number used in a year; references are SYS-<year>-<6 digits>."""
+
+    year = models.PositiveIntegerField(primary_key=True)
+    last = models.PositiveIntegerField(default=0)
+
+
+class CaseEvent(models.Model):
+    """Append-only audit of a case: every status change and every action, with its actor."""
+
+    class Kind(models.TextChoices):
+        OPENED = "opened", "Case opened"
+        STATUS_CHANGED = "status_changed", "Status changed"
+        FINDING_ADDED = "finding_added", "Finding added"
+        REOPENED = "reopened", "Reopened by a new finding"
+        LETTER_QUEUED = "letter_queued", "Letter queued"
+        LETTER_SENT = "letter_sent", "Letter sent"
+        LETTER_DELIVERED = "letter_delivered", "Letter delivered"
+        LETTER_BOUNCED = "letter_bounced", "Letter bounced"
+        LETTER_COMPLAINED = "letter_complained", "Complaint"
+        RECHECK_REQUESTED = "recheck_requested", "Re-check requested"
+        RECHECK_RESULT = "recheck_result", "Re-check result"
+        CORRECTION = "correction", "Correction from recipient"
+        OPT_OUT = "opt_out", "Opt-out"
+        NOTE = "note", "Note"
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(
+        max_length=100, blank=True, help_text="system, recipient, worker…"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    from_status = models.CharField(max_length=14, blank=True)
+    to_status = models.CharField(max_length=14, blank=True)
+    note = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["case", "at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.case} {self.kind} {self.at:%Y-%m-%d %H:%M}"
+
+
+class Suppression(models.Model):
+    """Do not contact this address (or owner) until it expires."""
+
+    class Reason(models.TextChoices):
+        OPT_OUT = "opt_out", "Opt-out by the recipient"
+        LEGAL_HOLD = "legal_hold", "Legal hold"
+        COMPLAINT = "complaint", "Complaint (ESP)"
+        OTHER = "other", "Other"
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="suppressions")
+    email = models.EmailField(blank=True, db_index=True)
+    server_owner = models.ForeignKey(
+        ServerOwner, null=True, blank=True, on_delete=models.CASCADE, related_name="suppressions"
+    )
+    reason = models.CharField(max_length=12, choices=Reason.choices)
+    note = models.TextField(blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(email="") | models.Q(server_owner__isnull=False),
+                name="suppression_names_email_or_owner",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email or self.server_owner} ({self.reason})"
+
+    def is_active(self, at: object = None) -> bool:
+        return self.expires_at is None or self.expires_at > (at or timezone.now())
+
+
+class ImportBatch(models.Model):
+    """One uploaded file of suspects: what was kept and what was rejected, line by line."""
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        SHADOWSERVER = "shadowserver", "Shadowserver report"
+        EML = "eml", "Spam sample (.eml)"
+        MBOX = "mbox", "Spam samples (mbox)"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    campaign = models.ForeignKey(
+        Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="import_batches"
+    )
+    file_name = models.CharField(max_length=255)
+    format = models.CharField(max_length=12, choices=Format.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_kept = models.PositiveIntegerField(default=0)
+    rows_rejected = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="[{line, reason}], capped.")
+    failure = models.TextField(blank=True)
+    targets = models.ManyToManyField("scanning.Target", blank=True, related_name="import_batches")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.format})"

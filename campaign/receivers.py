@@ -1,0 +1,27 @@
+"""campaign's reactions to scanning's signals; each only calls a service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.dispatch import receiver
+
+from campaign import services
+from campaign.models import Attribution, Campaign
+from scanning.models import OPEN_VERDICTS, Finding
+from scanning.signals import finding_recorded
+
+
+@receiver(finding_recorded)
+def on_finding_recorded(sender: Any, finding: Finding, **kwargs: Any) -> None:
+    if finding.verdict not in OPEN_VERDICTS:
+        return
+    attribution = (
+        Attribution.objects.filter(target=finding.target_id)
+        .select_related("server_owner__partner")
+        .first()
+    )
+    campaign = Campaign.objects.filter(is_active=True).order_by("-starts_on", "-id").first()
+    if attribution is None or attribution.server_owner is None or campaign is None:
+        return  # attribution runs first and opens the case when it finds the owner
+    services.case_add_finding(campaign=campaign, owner=attribution.server_owner, finding=finding)

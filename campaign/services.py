@@ -1,0 +1,177 @@
+"""Every change to partners' cases goes through here, with its CaseEvent in the same transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from campaign import workflow
+from campaign.models import Campaign, Case, CaseEvent, CaseSequence, ServerOwner, Suppression
+from scanning.models import OPEN_VERDICTS, Finding, Verdict
+
+
+class IllegalTransition(Exception):
+    def __init__(self, case: Case, to_status: str) -> None:
+        super().__init__(f"Case {case.reference} cannot go from {case.status} to {to_status}.")
+        self.case = case
+        self.to_status = to_status
+
+
+def _actor_fields(actor: AbstractBaseUser | None, actor_label: str) -> dict[str, Any]:
+    if actor is not None and actor.is_authenticated:
+        return {"actor": actor, "actor_label": actor_label or actor.get_username()}
+    return {"actor": None, "actor_label": actor_label or "system"}
+
+
+@transaction.atomic
+def case_transition(
+    *,
+    case: Case,
+    to_status: str,
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
+    note: str = "",
+    kind: str = CaseEvent.Kind.STATUS_CHANGED,
+    data: dict[str, Any] | None = None,
+) -> Case:
+    # Lock the row and re-read the status: two workers on one case must not both pass the check.
+    locked = Case.objects.select_for_update().get(pk=case.pk)
+    if not workflow.can_transition(locked.status, to_status):
+        raise IllegalTransition(locked, to_status)
+    from_status = locked.status
+    now = timezone.now()
+    review_reason = note[:255] if to_status == Case.Status.NEEDS_REVIEW else ""
+    Case.objects.filter(pk=case.pk).update(
+        status=to_status, status_changed_at=now, review_reason=review_reason
+    )
+    CaseEvent.objects.create(
+        case=locked,
+        at=now,
+        kind=kind,
+        from_status=from_status,
+        to_status=to_status,
+        note=note,
+        data=data or {},
+        **_actor_fields(actor, actor_label),
+    )
+    case.status, case.status_changed_at, case.review_reason = to_status, now, review_reason
+    return case
+
+
+@transaction.atomic
+def case_record_event(
+    *,
+    case: Case,
+    kind: str,
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
+    note: str = "",
+    data: dict[str, Any] | None = None,
+) -> CaseEvent:
+    """An event that does not change the status (a note, a letter sent, a correction)."""
+    return CaseEvent.objects.create(
+        case=case,
+        kind=kind,
+        note=note,
+        data=data or {},
+        from_status=case.status,
+        to_status=case.status,
+        **_actor_fields(actor, actor_label),
+    )
+
+
+def next_case_reference(year: int) -> str:
+    # Must run inside the caller's transaction: the row lock serialises concurrent openers.
+    CaseSequence.objects.get_or_create(year=year)
+    CaseSequence.objects.filter(year=year).update(last=F("last") + 1)
+    last = CaseSequence.objects.select_for_update().get(year=year).last
+    return f"SYS-{year}-{last:06d}"
+
+
+def case_language(owner: ServerOwner) -> str:
+    """The partner's first letter language, unless the owner prefers another it supports."""
+    languages = owner.partner.letter_languages or ["en"]
+    if owner.preferred_language and owner.preferred_language in languages:
+        return owner.preferred_language
+    return languages[0]
+
+
+def owner_is_suppressed(owner: ServerOwner) -> bool:
+    """Suppressed as a whole, or every usable contact has asked not to be written to."""
+    now = timezone.now()
+    active = Suppression.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    if active.filter(server_owner=owner).exists():
+        return True
+    emails = set(owner.contacts.filter(bounced_at__isnull=True).values_list("email", flat=True))
+    suppressed = set(active.filter(email__in=emails).values_list("email", flat=True))
+    return bool(emails) and emails <= suppressed
+
+
+@transaction.atomic
+def case_add_finding(
+    *, campaign: Campaign, owner: ServerOwner, finding: Finding, actor_label: str = "system"
+) -> Case:
+    """Open the owner's case in this campaign, or join it; a finding on a fixed case reopens it."""
+    case = Case.objects.select_for_update().filter(server_owner=owner, campaign=campaign).first()
+    created = case is None
+    if case is None:
+        now = timezone.now()
+        case = Case.objects.create(
+            reference=next_case_reference(now.year),
+            campaign=campaign,
+            server_owner=owner,
+            partner=owner.partner,
+            language=case_language(owner),
+            opened_at=now,
+        )
+        CaseEvent.objects.create(
+            case=case,
+            kind=CaseEvent.Kind.OPENED,
+            to_status=case.status,
+            actor_label=actor_label,
+            note=f"Opened for {owner.name}.",
+        )
+    case.findings.add(finding)
+    CaseEvent.objects.create(
+        case=case,
+        kind=CaseEvent.Kind.FINDING_ADDED,
+        from_status=case.status,
+        to_status=case.status,
+        actor_label=actor_label,
+        note=f"{finding.target} {finding.verdict}",
+        data={"finding": finding.pk, "verdict": finding.verdict},
+    )
+    if case.status in workflow.CLOSED_STATUSES and finding.verdict in OPEN_VERDICTS:
+        case_transition(
+            case=case,
+            to_status=Case.Status.NEEDS_REVIEW,
+            actor_label=actor_label,
+            kind=CaseEvent.Kind.REOPENED,
+            note=f"New open finding on {finding.target}.",
+        )
+    elif created or case.status in (Case.Status.NEW, Case.Status.NEEDS_REVIEW):
+        case_settle(case=case, actor_label=actor_label)
+    return case
+
+
+def case_settle(*, case: Case, actor_label: str = "system") -> Case:
+    """Move a new or reviewed case to where its evidence and contacts put it."""
+    owner = case.server_owner
+    strong = case.findings.filter(
+        verdict__in=(Verdict.CONFIRMED_OPEN, Verdict.LIKELY_OPEN)
+    ).exists()
+    if owner_is_suppressed(owner):
+        target, note = Case.Status.SUPPRESSED, "A contact of this owner asked not to be written to."
+    elif not strong:
+        target, note = Case.Status.NEEDS_REVIEW, "Weak evidence only."
+    elif not owner.contacts.filter(bounced_at__isnull=True).exists():
+        target, note = Case.Status.NEEDS_REVIEW, "No usable contact."
+    else:
+        target, note = Case.Status.READY, ""
+    if target != case.status and workflow.can_transition(case.status, target):
+        case_transition(case=case, to_status=target, actor_label=actor_label, note=note)
+    return case

@@ -1,0 +1,34 @@
+"""The Celery app: one image, a worker per queue (scans, letters, default) and one beat."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("secure_your_server")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_queues=[Queue("default"), Queue("scans"), Queue("letters")],
+    task_default_queue="default",
+    # By task name: probes on `scans`, rendering and sending on `letters`, the rest on `default`.
+    task_routes=[
+        {"scanning.*": {"queue": "scans"}},
+        {"letters.*": {"queue": "letters"}},
+        {"*": {"queue": "default"}},  # sweeps.*, campaign.*, exports
+    ],
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    # Safe because every task claims its row with a conditional UPDATE before any side effect.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    timezone="UTC",
+)
+app.autodiscover_tasks()

@@ -1,0 +1,249 @@
+"""Settings for Secure Your Server. One file, every deployment choice read from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_host_port, env_list, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# A dev default that `manage.py check --deploy` flags (security.W009): short, marked insecure.
+DEV_SECRET_KEY = "django-insecure-dev-only-change-me"
+SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY) or DEV_SECRET_KEY
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+PUBLIC_BASE_URL = env_url("PUBLIC_BASE_URL", "http://127.0.0.1:8000", schemes=("http", "https"))
+PUBLIC_BASE_URL = PUBLIC_BASE_URL.rstrip("/")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [PUBLIC_BASE_URL])
+
+INSTALLED_APPS = [
+    "config.apps.SecureAdminConfig",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "anymail",
+    "scanning",
+    "campaign",
+    "letters",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------------
+DEFAULT_SQLITE_URL = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+DATABASE_URL = env_str("DATABASE_URL", DEFAULT_SQLITE_URL) or DEFAULT_SQLITE_URL
+try:
+    _database = dj_database_url.parse(DATABASE_URL, conn_max_age=60)
+except Exception as exc:  # dj-database-url raises ValueError/KeyError on unknown schemes
+    raise ImproperlyConfigured(
+        f"DATABASE_URL={DATABASE_URL!r} is not a database URL this project can use "
+        f"(postgres://user@host:5432/name or sqlite:///path): {exc}"
+    ) from None
+if _database["ENGINE"] not in (
+    "django.db.backends.postgresql",
+    "django.db.backends.sqlite3",
+):
+    raise ImproperlyConfigured(
+        f"DATABASE_URL={DATABASE_URL!r}: only PostgreSQL and SQLite are supported."
+    )
+if _database["ENGINE"] == "django.db.backends.postgresql" and not _database.get("NAME"):
+    raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} names no database.")
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    # The web process and the worker share this file: WAL lets one write while the other reads,
+    # IMMEDIATE takes the write lock up front instead of failing half-way with "database is locked".
+    _database["CONN_MAX_AGE"] = 0
+    _database["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 default, adopted now
+
+# --- Celery --------------------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    env_url("REDIS_URL", REDIS_URL, schemes=("redis", "rediss"))
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        # Longer than the longest task retry back-off, so acks_late never redelivers early.
+        "visibility_timeout": 2 * 60 * 60,
+    }
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    # No Redis: kombu's filesystem transport. The web process and the worker are separate processes
+    # on one machine; files in var/broker/ carry the messages between them (memory:// would not).
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat copies these into its tables at start; staff can add more in the admin.
+CELERY_BEAT_SCHEDULE = {
+    "report-stuck-letters": {
+        "task": "sweeps.report_stuck_letters",
+        "schedule": 24 * 60 * 60,
+        "options": {"expires": 60 * 60},
+    },
+}
+
+# --- Mail ---------------------------------------------------------------------------------------
+MAIL_ESP = env_str("MAIL_ESP", "local").lower()
+MAIL_ESP_API_KEY = env_str("MAIL_ESP_API_KEY")
+_ESP_BACKENDS = {
+    "postmark": ("anymail.backends.postmark.EmailBackend", "POSTMARK_SERVER_TOKEN"),
+    "mailgun": ("anymail.backends.mailgun.EmailBackend", "MAILGUN_API_KEY"),
+    "amazon_ses": ("anymail.backends.amazon_ses.EmailBackend", None),
+    "sendgrid": ("anymail.backends.sendgrid.EmailBackend", "SENDGRID_API_KEY"),
+}
+ANYMAIL: dict[str, object] = {
+    # No tracking pixels or rewritten links in an advisory letter from a public agency.
+    "SEND_DEFAULTS": {"track_opens": False, "track_clicks": False},
+}
+ANYMAIL_WEBHOOK_SECRET = env_str("ANYMAIL_WEBHOOK_SECRET")
+if ANYMAIL_WEBHOOK_SECRET:
+    if ":" not in ANYMAIL_WEBHOOK_SECRET:
+        raise ImproperlyConfigured("ANYMAIL_WEBHOOK_SECRET must be 'user:password'.")
+    ANYMAIL["WEBHOOK_SECRET"] = ANYMAIL_WEBHOOK_SECRET
+if MAIL_ESP == "local":
+    # Development default: letters are written to files under var/mail/, never sent.
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = str(VAR_DIR / "mail")
+elif MAIL_ESP == "smtp":
+    # The compose file's local mail catcher.
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    _smtp = env_host_port("MAIL_SMTP_ADDR", "mailcatcher:1025")
+    assert _smtp is not None
+    EMAIL_HOST, EMAIL_PORT = _smtp
+elif MAIL_ESP in _ESP_BACKENDS:
+    EMAIL_BACKEND, _key_setting = _ESP_BACKENDS[MAIL_ESP]
+    if _key_setting:
+        if not MAIL_ESP_API_KEY:
+            raise ImproperlyConfigured(f"MAIL_ESP={MAIL_ESP} needs MAIL_ESP_API_KEY.")
+        ANYMAIL[_key_setting] = MAIL_ESP_API_KEY
+    if MAIL_ESP == "mailgun":
+        ANYMAIL["MAILGUN_SENDER_DOMAIN"] = env_str("MAILGUN_SENDER_DOMAIN")
+        ANYMAIL["MAILGUN_WEBHOOK_SIGNING_KEY"] = env_str("MAILGUN_WEBHOOK_SIGNING_KEY")
+else:
+    raise ImproperlyConfigured(
+        f"MAIL_ESP={MAIL_ESP!r} is not one of: local, smtp, postmark, mailgun, amazon_ses, "
+        "sendgrid."
+    )
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Secure Your Server <advisory@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# --- Scanner and canary -------------------------------------------------------------------------
+SCAN_ALLOW_PRIVATE = env_bool("SCAN_ALLOW_PRIVATE", False)
+SCANNER_NAME = env_str("SCANNER_NAME", "scanner.secure-your-server.invalid")
+CANARY_DOMAIN = env_str("CANARY_DOMAIN")
+if CANARY_DOMAIN.lower().rstrip(".").endswith(".invalid"):
+    raise ImproperlyConfigured(
+        "CANARY_DOMAIN must not be a .invalid name: .invalid is the control."
+    )
+CANARY_HTTP_ADDR = env_host_port("CANARY_HTTP_ADDR", "")
+CANARY_TLS_ADDR = env_host_port("CANARY_TLS_ADDR", "")
+CANARY_SMTP_ADDR = env_host_port("CANARY_SMTP_ADDR", "")
+CANARY_SECRET = env_str("CANARY_SECRET")
+RDAP_BOOTSTRAP = env_str("RDAP_BOOTSTRAP", str(BASE_DIR / "campaign" / "rdap_bootstrap"))
+
+# --- Web ----------------------------------------------------------------------------------------
+LANGUAGE_CODE = "en"
+LANGUAGES = [
+    ("en", "English"),
+    ("ja", "日本語"),
+    ("ko", "한국어"),
+    ("zh-hant", "繁體中文"),
+    ("pt-br", "Português (Brasil)"),
+    ("es", "Español"),
+    ("de", "Deutsch"),
+    ("nl", "Nederlands"),
+    ("fr", "Français"),
+    ("it", "Italiano"),
+    ("da", "Dansk"),
+    ("nb", "Norsk bokmål"),
+    ("pl", "Polski"),
+    ("lt", "Lietuvių"),
+    ("ms", "Bahasa Melayu"),
+    ("bg", "Български"),
+    ("el", "Ελληνικά"),
+]
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_URL = "media/"
+MEDIA_ROOT = VAR_DIR / "media"
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "no-referrer"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+)
+if PUBLIC_BASE_URL.startswith("https://"):
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,215 @@
+"""What was scanned and what was found. Knows nothing of owners, cases or letters."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+class Protocol(models.TextChoices):
+    SMTP = "smtp", "SMTP"
+    HTTP = "http", "HTTP proxy"
+    SOCKS4 = "socks4", "SOCKS4/4a"
+    SOCKS5 = "socks5", "SOCKS5"
+    UNKNOWN = "unknown", "Unknown (auto)"
+
+
+class Verdict(models.TextChoices):
+    CONFIRMED_OPEN = "confirmed-open", "Confirmed open"
+    LIKELY_OPEN = "likely-open", "Likely open"
+    LIKELY_OPEN_WEAK = "likely-open-weak", "Likely open (weak evidence)"
+    AUTH_REQUIRED = "auth-required", "Authentication required"
+    CLOSED = "closed", "Closed"
+    INCONCLUSIVE = "inconclusive", "Inconclusive"
+    NOT_APPLICABLE = "not-applicable", "Not applicable"
+
+
+OPEN_VERDICTS = (Verdict.CONFIRMED_OPEN, Verdict.LIKELY_OPEN, Verdict.LIKELY_OPEN_WEAK)
+
+
+class EvidenceLevel(models.TextChoices):
+    STRONG = "strong", "Strong (our canary)"
+    MEDIUM = "medium", "Medium"
+    WEAK = "weak", "Weak (the server's word)"
+    NONE = "none", "None"
+
+
+class Target(models.Model):
+    """A suspect service: ip, port, protocol. Imports merge into the existing row."""
+
+    ip = models.GenericIPAddressField(unpack_ipv4=True)
+    port = models.PositiveIntegerField()
+    protocol = models.CharField(max_length=8, choices=Protocol.choices, default=Protocol.UNKNOWN)
+    hostname = models.CharField(max_length=255, blank=True)
+    asn = models.PositiveBigIntegerField(null=True, blank=True)
+    geo_country = models.CharField(
+        max_length=2, blank=True, help_text="Where the server is, by the source."
+    )
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    sources = models.JSONField(default=list, blank=True, help_text="Every feed that reported it.")
+    source_data = models.JSONField(
+        default=dict, blank=True, help_text="Columns kept from the source."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ip", "port", "protocol"], name="target_unique_service"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(port__gte=1, port__lte=65535), name="target_port_in_range"
+            ),
+        ]
+        indexes = [models.Index(fields=["last_seen"]), models.Index(fields=["protocol"])]
+
+    def __str__(self) -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{host}:{self.port}/{self.protocol}"
+
+
+class ScanRun(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished"
+        VOID = "void", "Void (self-check failed)"
+        FAILED = "failed", "Failed"
+
+    label = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    targets = models.ManyToManyField(Target, related_name="scan_runs", blank=True)
+    confirm_relays = models.BooleanField(default=True)
+    targets_total = models.PositiveIntegerField(default=0)
+    targets_done = models.PositiveIntegerField(default=0)
+    verdict_counts = models.JSONField(default=dict, blank=True)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"Scan #{self.pk}: {self.label}"
+
+    @property
+    def progress_percent(self) -> int:
+        return 100 if not self.targets_total else int(100 * self.targets_done / self.targets_total)
+
+
+class Finding(models.Model):
+    """One probe result: a verdict with the evidence behind it."""
+
+    class Transport(models.TextChoices):
+        PLAIN = "plain", "Plain"
+        IMPLICIT_TLS = "implicit-tls", "Implicit TLS"
+        STARTTLS = "starttls", "STARTTLS"
+
+    class TransportStatus(models.TextChoices):
+        SUCCESS = "success", "Success"
+        CONNECTION_REFUSED = "connection-refused", "Connection refused"
+        CONNECTION_TIMEOUT = "connection-timeout", "Connection timeout"
+        CONNECTION_CLOSED = "connection-closed", "Connection closed"
+        IO_TIMEOUT = "io-timeout", "I/O timeout"
+        PROTOCOL_ERROR = "protocol-error", "Protocol error"
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="findings")
+    scan_run = models.ForeignKey(
+        ScanRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="findings"
+    )
+    protocol = models.CharField(max_length=8, choices=Protocol.choices)
+    transport = models.CharField(max_length=12, choices=Transport.choices, default=Transport.PLAIN)
+    transport_status = models.CharField(
+        max_length=20, choices=TransportStatus.choices, default=TransportStatus.SUCCESS
+    )
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    evidence_level = models.CharField(max_length=6, choices=EvidenceLevel.choices)
+    reasons = models.JSONField(default=list, blank=True)
+    software_family = models.CharField(max_length=64, blank=True)
+    software_version = models.CharField(max_length=64, blank=True)
+    software_source = models.CharField(max_length=32, blank=True)
+    reverse_dns = models.CharField(max_length=255, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    retry_after = models.PositiveIntegerField(null=True, blank=True)
+    token = models.CharField(
+        max_length=64, blank=True, db_index=True, help_text="Traces a complaint."
+    )
+    details = models.JSONField(default=dict, blank=True)
+    transcript = models.JSONField(default=list, blank=True)
+    catalogue_version = models.CharField(max_length=20, blank=True)
+    probed_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["verdict", "probed_at"]),
+            models.Index(fields=["target", "-probed_at"]),
+            models.Index(fields=["software_family"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target} {self.verdict}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.verdict in OPEN_VERDICTS
+
+
+def validate_network(value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(f"{value!r} is not an IP network (e.g. 192.0.2.0/24).") from None
+
+
+class Exclusion(models.Model):
+    """A do-not-scan network. Owners request one on the public scan page; staff approve it."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    network = models.CharField(max_length=64, validators=[validate_network])
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.REQUESTED)
+    reason = models.TextField(blank=True)
+    requester_email = models.EmailField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"{self.network} ({self.status})"
+
+    def clean(self) -> None:
+        # Normalise so the exclusion check compares like with like (192.0.2.7/24 -> 192.0.2.0/24).
+        validate_network(self.network)
+        self.network = str(ipaddress.ip_network(self.network, strict=False))
+
+
+class CanaryHit(models.Model):
+    """What reached the deployed canary, keyed by the probe's token; workers read it."""
+
+    token = models.CharField(max_length=64, db_index=True)
+    kind = models.CharField(max_length=8)
+    peer_ip = models.GenericIPAddressField()
+    headers = models.JSONField(default=dict, blank=True)
+    detail = models.TextField(blank=True)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.token[:8]}… from {self.peer_ip}"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the web server and one Celery worker (all queues, with beat) until Ctrl-C.
+# Without REDIS_URL the worker and web share the filesystem broker under var/broker/.
+set -euo pipefail
+host=${1:-127.0.0.1}
+port=${2:-8000}
+cd "$(dirname "$0")/.."
+mkdir -p var/log
+.venv/bin/celery -A config worker -B -Q default,scans,letters --concurrency 2 \
+  --loglevel INFO --logfile var/log/worker.log --schedule var/celerybeat-schedule &
+worker=$!
+trap 'kill "$worker" 2>/dev/null; wait "$worker" 2>/dev/null' EXIT INT TERM
+echo
+echo "Secure Your Server is running at http://$host:$port/admin/"
+echo "  admin login: admin / admin-demo-password (partner staff: see above)"
+echo "  worker log:  var/log/worker.log   letters written to: var/mail/"
+echo
+.venv/bin/python manage.py runserver "$host:$port" --noreload

@@ -1,0 +1,318 @@
+"""Beta's staff never see or change Alpha's objects, through any admin door.
+
+Table-driven over every registered model: a model added to the admin without an entry in
+ALPHA_OBJECTS fails `test_every_registered_model_is_covered`, so nothing slips through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.auth.models import Group, User
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.forms import ModelChoiceField
+from django.forms.models import model_to_dict
+from django.utils import timezone
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
+
+from campaign.models import (
+    Attribution,
+    Campaign,
+    Case,
+    CaseEvent,
+    CaseSequence,
+    Contact,
+    ImportBatch,
+    Membership,
+    Partner,
+    ServerOwner,
+    Suppression,
+)
+from letters.models import DeliveryEvent, Letter, LetterTemplate
+from scanning.models import CanaryHit, Exclusion, Finding, ScanRun, Target
+from tests.base import BaseTestCase
+
+Factory = Callable[[BaseTestCase], models.Model]
+
+
+def _letter(t: BaseTestCase) -> Letter:
+    return Letter.objects.get_or_create(
+        case=t.alpha_case, kind="initial", language="en", recipient_email="abuse@alpha.example"
+    )[0]
+
+
+ALPHA_OBJECTS: dict[type[models.Model], tuple[str, Factory]] = {
+    # model: (who may see it: "alpha" = Alpha's staff, "lead" = lead staff, "super" = superuser)
+    Partner: ("alpha", lambda t: t.alpha),
+    Membership: ("alpha", lambda t: Membership.objects.get(user=t.alpha_staff)),
+    ServerOwner: ("alpha", lambda t: t.alpha_case.server_owner),
+    Contact: ("alpha", lambda t: t.alpha_case.server_owner.contacts.first()),
+    Attribution: (
+        "alpha",
+        lambda t: Attribution.objects.get(server_owner=t.alpha_case.server_owner),
+    ),
+    Case: ("alpha", lambda t: t.alpha_case),
+    CaseEvent: ("alpha", lambda t: t.alpha_case.events.first()),
+    Suppression: (
+        "alpha",
+        lambda t: Suppression.objects.create(
+            partner=t.alpha, email="optout@alpha.example", reason="opt_out"
+        ),
+    ),
+    Target: ("alpha", lambda t: t.alpha_case.findings.first().target),
+    Finding: ("alpha", lambda t: t.alpha_case.findings.first()),
+    LetterTemplate: (
+        "alpha",
+        lambda t: LetterTemplate.objects.create(
+            partner=t.alpha,
+            kind="initial",
+            language="en",
+            subject="Alpha advisory",
+            body_html="<p>x</p>",
+        ),
+    ),
+    Letter: ("alpha", _letter),
+    DeliveryEvent: (
+        "alpha",
+        lambda t: DeliveryEvent.objects.create(
+            esp="postmark",
+            event_id="alpha-1",
+            event_type="delivered",
+            letter=_letter(t),
+            recipient="abuse@alpha.example",
+        ),
+    ),
+    Campaign: ("shared", lambda t: t.campaign),
+    ImportBatch: (
+        "lead",
+        lambda t: ImportBatch.objects.create(file_name="alpha.csv", format="csv"),
+    ),
+    CaseSequence: ("lead", lambda t: CaseSequence.objects.first()),
+    ScanRun: ("lead", lambda t: ScanRun.objects.create(label="alpha scan")),
+    Exclusion: ("lead", lambda t: Exclusion.objects.create(network="192.0.2.0/24")),
+    CanaryHit: (
+        "lead",
+        lambda t: CanaryHit.objects.create(
+            token="a" * 32, kind="http", peer_ip="192.0.2.1", at=timezone.now()
+        ),
+    ),
+    User: ("super", lambda t: t.alpha_staff),
+    Group: ("super", lambda t: Group.objects.create(name="alpha-group")),
+    PeriodicTask: (
+        "lead",
+        lambda t: PeriodicTask.objects.create(
+            name="alpha-task",
+            task="sweeps.report_stuck_letters",
+            interval=IntervalSchedule.objects.create(every=10, period="seconds"),
+        ),
+    ),
+    IntervalSchedule: ("lead", lambda t: IntervalSchedule.objects.create(every=7, period="days")),
+    CrontabSchedule: ("lead", lambda t: CrontabSchedule.objects.create(minute="5")),
+    SolarSchedule: (
+        "lead",
+        lambda t: SolarSchedule.objects.create(event="sunrise", latitude=1, longitude=1),
+    ),
+    ClockedSchedule: (
+        "lead",
+        lambda t: ClockedSchedule.objects.create(clocked_time=timezone.now()),
+    ),
+}
+
+MISSING_PK = "987654321"
+
+
+def _url(model: type[models.Model], suffix: str = "") -> str:
+    return f"/admin/{model._meta.app_label}/{model._meta.model_name}/{suffix}"
+
+
+class PartnerIsolationTestCase(BaseTestCase):
+    def setUp(self) -> None:
+        self.objects = {
+            model: (who, factory(self)) for model, (who, factory) in ALPHA_OBJECTS.items()
+        }
+
+    def test_every_registered_model_is_covered(self) -> None:
+        self.assertEqual(set(admin.site._registry), set(ALPHA_OBJECTS))
+
+    def _viewer_for(self, who: str) -> User:
+        return {
+            "alpha": self.alpha_staff,
+            "lead": self.lead_staff,
+            "super": self.regulator,
+            "shared": self.alpha_staff,
+        }[who]
+
+    def _ids_in_changelist(self, response: Any) -> set[str]:
+        if response.status_code != 200:
+            return set()
+        return {str(o.pk) for o in response.context["cl"].result_list}
+
+    def test_the_rightful_viewer_sees_each_object(self) -> None:
+        # Without this the sweep below could pass on an admin that shows nothing to anyone.
+        for model, (who, obj) in self.objects.items():
+            with self.subTest(model=model.__name__):
+                self.client.force_login(self._viewer_for(who))
+                response = self.client.get(_url(model), {"q": ""})
+                self.assertIn(str(obj.pk), self._ids_in_changelist(response))
+                response = self.client.get(_url(model, f"{obj.pk}/change/"))
+                self.assertEqual(response.status_code, 200)
+
+    def test_beta_cannot_see_alpha_objects_anywhere(self) -> None:
+        self.client.force_login(self.beta_staff)
+        for model, (who, obj) in self.objects.items():
+            if who == "shared":
+                continue
+            with self.subTest(model=model.__name__):
+                self._assert_hidden(model, obj)
+
+    def _assert_hidden(self, model: type[models.Model], obj: models.Model) -> None:
+        pk = str(obj.pk)
+        for params in ({}, {"_to_field": "id", "_popup": "1"}, {"q": str(obj)[:20]}):
+            response = self.client.get(_url(model), params)
+            self.assertNotIn(pk, self._ids_in_changelist(response), params)
+        # Detail, history and delete pages answer exactly as for an id that does not exist.
+        for suffix in ("change/", "history/", "delete/"):
+            theirs = self.client.get(_url(model, f"{pk}/{suffix}"))
+            missing = self.client.get(_url(model, f"{MISSING_PK}/{suffix}"))
+            self.assertEqual(theirs.status_code, missing.status_code, suffix)
+            self.assertEqual(theirs.get("Location"), missing.get("Location"), suffix)
+            self.assertNotContains(theirs, str(obj), status_code=theirs.status_code)
+        ct = ContentType.objects.get_for_model(model)
+        theirs = self.client.get(f"/admin/r/{ct.pk}/{pk}/")
+        missing = self.client.get(f"/admin/r/{ct.pk}/{MISSING_PK}/")
+        self.assertEqual(
+            (theirs.status_code, theirs.content), (missing.status_code, missing.content)
+        )
+        # A POSTed change or action must not touch it.
+        before = model_to_dict(obj)
+        self.client.post(_url(model, f"{pk}/change/"), {})
+        model_admin = admin.site._registry[model]
+        for action_name in list(model_admin.get_actions(self._request_as(self.regulator)))[:3]:
+            self.client.post(
+                _url(model), {"action": action_name, "_selected_action": [pk], "post": "yes"}
+            )
+        refreshed = model.objects.filter(pk=obj.pk).first()
+        self.assertIsNotNone(refreshed, "an action deleted another partner's object")
+        self.assertEqual(model_to_dict(refreshed), before)
+
+    def _request_as(self, user: User) -> Any:
+        from django.test import RequestFactory
+
+        request = RequestFactory().get("/admin/")
+        request.user = user
+        return request
+
+    def test_autocompletes_never_offer_alpha_objects(self) -> None:
+        self.client.force_login(self.beta_staff)
+        checked = 0
+        for source_model, model_admin in admin.site._registry.items():
+            for field_name in model_admin.autocomplete_fields:
+                remote = source_model._meta.get_field(field_name).remote_field.model
+                if remote not in self.objects:
+                    continue
+                _, obj = self.objects[remote]
+                response = self.client.get(
+                    "/admin/autocomplete/",
+                    {
+                        "app_label": source_model._meta.app_label,
+                        "model_name": source_model._meta.model_name,
+                        "field_name": field_name,
+                        "term": "",
+                    },
+                )
+                ids = (
+                    {r["id"] for r in response.json()["results"]}
+                    if response.status_code == 200
+                    else set()
+                )
+                self.assertNotIn(str(obj.pk), ids, f"{source_model.__name__}.{field_name}")
+                checked += 1
+        self.assertGreater(checked, 3)
+
+    def test_form_choices_never_offer_alpha_objects(self) -> None:
+        alpha_objects = {
+            model: obj for model, (who, obj) in self.objects.items() if who != "shared"
+        }
+        self.client.force_login(self.beta_staff)
+        checked = 0
+        for model in self.objects:
+            response = self.client.get(_url(model, "add/"))
+            if response.status_code != 200:
+                continue
+            for name, field in response.context["adminform"].form.fields.items():
+                if isinstance(field, ModelChoiceField) and field.queryset.model in alpha_objects:
+                    obj = alpha_objects[field.queryset.model]
+                    self.assertFalse(
+                        field.queryset.filter(pk=obj.pk).exists(), f"{model.__name__}.{name}"
+                    )
+                    checked += 1
+        self.assertGreater(checked, 3)
+
+    def test_recent_actions_show_only_ones_own(self) -> None:
+        self.client.force_login(self.alpha_staff)
+        response = self.client.post(
+            _url(Case, f"{self.alpha_case.pk}/change/"),
+            {
+                "language": "en",
+                "review_reason": "checked by alpha",
+                "next_action_at_0": "",
+                "next_action_at_1": "",
+                "events-TOTAL_FORMS": "0",
+                "events-INITIAL_FORMS": "0",
+            },
+        )
+        self.assertEqual(
+            response.status_code,
+            302,
+            getattr(response, "context", None) and response.context["adminform"].form.errors,
+        )
+        self.assertContains(self.client.get("/admin/"), self.alpha_case.reference)
+        self.client.force_login(self.beta_staff)
+        self.assertNotContains(self.client.get("/admin/"), self.alpha_case.reference)
+
+    def test_a_partner_caseworker_changes_own_cases_but_a_viewer_cannot(self) -> None:
+        viewer = User.objects.create_user("alpha-viewer", "v@localhost", "pw", is_staff=True)
+        Membership.objects.create(user=viewer, partner=self.alpha, role=Membership.Role.VIEWER)
+        self.client.force_login(viewer)
+        response = self.client.get(_url(Case, f"{self.alpha_case.pk}/change/"))
+        self.assertEqual(response.status_code, 200)
+        self.assertFalse(response.context["has_change_permission"])
+        self.client.force_login(self.alpha_staff)
+        response = self.client.get(_url(Case, f"{self.alpha_case.pk}/change/"))
+        self.assertTrue(response.context["has_change_permission"])
+
+    def test_lead_staff_see_every_partners_cases(self) -> None:
+        self.client.force_login(self.lead_staff)
+        response = self.client.get(_url(Case))
+        self.assertEqual(
+            self._ids_in_changelist(response), {str(self.alpha_case.pk), str(self.beta_case.pk)}
+        )
+
+    def test_partner_filter_lists_only_own_partner(self) -> None:
+        self.client.force_login(self.beta_staff)
+        response = self.client.get(_url(Case))
+        self.assertNotContains(response, "Alphaland")
+
+    def test_changelist_query_count_is_flat(self) -> None:
+        self.client.force_login(self.lead_staff)
+        self.client.get(_url(Case))  # warm caches (content types, sessions)
+        owner = ServerOwner.objects.create(name="Extra", partner=self.alpha)
+        for i in range(5):
+            Case.objects.create(
+                reference=f"SYS-2026-9000{i:02d}",
+                campaign=Campaign.objects.create(slug=f"c{i}", name=f"C{i}"),
+                server_owner=owner,
+                partner=self.alpha,
+                language="en",
+            )
+        with self.assertNumQueries(11):  # none per row
+            self.client.get(_url(Case))

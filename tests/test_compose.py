@@ -1,0 +1,84 @@
+"""Docker cannot run here; check instead that docker-compose.yml names real entry points and
+only environment variables the settings read."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_SERVICES = {"web", "worker-scans", "worker-letters", "beat"}
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def variables_read_by_settings() -> set[str]:
+    source = (ROOT / "config" / "settings.py").read_text() + (
+        ROOT / "config" / "env.py"
+    ).read_text()
+    return set(re.findall(r'env_\w+\(\s*"([A-Z_]+)"', source)) | set(
+        re.findall(r'os\.environ(?:\.get)?\(?\[?\s*"([A-Z_]+)"', source)
+    )
+
+
+def test_it_runs_every_role_from_one_image() -> None:
+    services = compose()["services"]
+    assert {
+        "web",
+        "worker-scans",
+        "worker-letters",
+        "beat",
+        "postgres",
+        "redis",
+        "mailcatcher",
+    } <= set(services)
+    assert {services[name]["image"] for name in APP_SERVICES} == {"secure-your-server:latest"}
+    assert (ROOT / "Dockerfile").exists()
+
+
+def test_every_command_names_a_real_entry_point() -> None:
+    from config.celery import app
+
+    queues = {q.name for q in app.conf.task_queues}
+    for name in APP_SERVICES:
+        command = compose()["services"][name]["command"]
+        for part in re.split(r"&&", command.replace('sh -c "', "").rstrip('"')):
+            argv = shlex.split(part.strip())
+            if argv[0] == "celery":
+                assert argv[1:3] == ["-A", "config"], name
+                assert argv[3] in ("worker", "beat"), name
+                if "-Q" in argv:
+                    assert set(argv[argv.index("-Q") + 1].split(",")) <= queues, name
+            elif argv[0] == "gunicorn":
+                module, attr = argv[1].split(":")
+                assert getattr(__import__(module, fromlist=[attr]), attr) is not None
+            elif argv[:2] == ["python", "manage.py"]:
+                from django.core.management import get_commands
+
+                assert argv[2] in get_commands(), name
+            else:
+                raise AssertionError(f"{name}: unknown entry point {argv[0]}")
+
+
+def test_every_queue_has_a_worker() -> None:
+    from config.celery import app
+
+    served: set[str] = set()
+    for name in ("worker-scans", "worker-letters"):
+        argv = shlex.split(compose()["services"][name]["command"])
+        served |= set(argv[argv.index("-Q") + 1].split(","))
+    assert served == {q.name for q in app.conf.task_queues}
+
+
+def test_it_sets_only_variables_the_settings_read() -> None:
+    known = variables_read_by_settings()
+    assert {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "MAIL_ESP"} <= known
+    for name in APP_SERVICES:
+        env = compose()["services"][name]["environment"]
+        unknown = set(env) - known
+        assert not unknown, f"{name} sets {unknown}, which config/settings.py never reads"
