@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_host_port, env_list, env_str, env_url
+from config.env import env_bool, env_host_port, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -114,13 +114,14 @@ else:
     # No Redis: kombu's filesystem transport. The web process and the worker are separate processes
     # on one machine; files in var/broker/ carry the messages between them (memory:// would not).
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),  # else kombu writes ./control/
         "store_processed": False,
     }
     CACHES = {
@@ -162,6 +163,9 @@ if MAIL_ESP == "local":
     # Development default: letters are written to files under var/mail/, never sent.
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = str(VAR_DIR / "mail")
+elif MAIL_ESP == "test":
+    # anymail's test backend: what the integration suite's workers use; nothing leaves.
+    EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
 elif MAIL_ESP == "smtp":
     # The compose file's local mail catcher.
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
@@ -179,15 +183,20 @@ elif MAIL_ESP in _ESP_BACKENDS:
         ANYMAIL["MAILGUN_WEBHOOK_SIGNING_KEY"] = env_str("MAILGUN_WEBHOOK_SIGNING_KEY")
 else:
     raise ImproperlyConfigured(
-        f"MAIL_ESP={MAIL_ESP!r} is not one of: local, smtp, postmark, mailgun, amazon_ses, "
-        "sendgrid."
+        f"MAIL_ESP={MAIL_ESP!r} is not one of: local, smtp, test, postmark, mailgun, "
+        "amazon_ses, sendgrid."
     )
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Secure Your Server <advisory@localhost>")
+# Remediation links stay valid this many days after their campaign ends.
+REMEDIATION_LINK_GRACE_DAYS = env_int("REMEDIATION_LINK_GRACE_DAYS", 30, minimum=0)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- Scanner and canary -------------------------------------------------------------------------
 SCAN_ALLOW_PRIVATE = env_bool("SCAN_ALLOW_PRIVATE", False)
 SCANNER_NAME = env_str("SCANNER_NAME", "scanner.secure-your-server.invalid")
+SCANNER_OPERATOR = env_str("SCANNER_OPERATOR", "the lead agency of the Secure Your Server campaign")
+SCANNER_CONTACT_EMAIL = env_str("SCANNER_CONTACT_EMAIL", "scanner@localhost")
+SCANNER_SOURCE_ADDRESSES = env_list("SCANNER_SOURCE_ADDRESSES", [])
 CANARY_DOMAIN = env_str("CANARY_DOMAIN")
 if CANARY_DOMAIN.lower().rstrip(".").endswith(".invalid"):
     raise ImproperlyConfigured(
@@ -196,8 +205,15 @@ if CANARY_DOMAIN.lower().rstrip(".").endswith(".invalid"):
 CANARY_HTTP_ADDR = env_host_port("CANARY_HTTP_ADDR", "")
 CANARY_TLS_ADDR = env_host_port("CANARY_TLS_ADDR", "")
 CANARY_SMTP_ADDR = env_host_port("CANARY_SMTP_ADDR", "")
+# A canary port known not to be a proxy, for the batch self-check; empty: no self-check.
+CANARY_SELFCHECK_ADDR = env_host_port("CANARY_SELFCHECK_ADDR", "")
 CANARY_SECRET = env_str("CANARY_SECRET")
 RDAP_BOOTSTRAP = env_str("RDAP_BOOTSTRAP", str(BASE_DIR / "campaign" / "rdap_bootstrap"))
+RDAP_TIMEOUT = env_int("RDAP_TIMEOUT", 15, minimum=1)  # seconds per request; tests use less
+RDAP_CACHE_SECONDS = env_int("RDAP_CACHE_SECONDS", 7 * 24 * 60 * 60, minimum=0)
+# Reverse DNS: HOST:PORT of the resolver to ask; empty means the system's resolver.
+ATTRIBUTION_DNS_SERVER = env_host_port("ATTRIBUTION_DNS_SERVER", "")
+ATTRIBUTION_DNS_TIMEOUT = env_int("ATTRIBUTION_DNS_TIMEOUT", 5, minimum=1)
 
 # --- Web ----------------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"
@@ -231,7 +247,9 @@ MEDIA_URL = "media/"
 MEDIA_ROOT = VAR_DIR / "media"
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_REFERRER_POLICY = "no-referrer"
+# "same-origin", not "no-referrer": browsers send `Origin: null` on POSTs under no-referrer,
+# which fails CSRF checks; same-origin still keeps tokens in URLs from reaching other sites.
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 SECURE_PROXY_SSL_HEADER = (

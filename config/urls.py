@@ -8,4 +8,5 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("anymail/", include("anymail.urls")),
+    path("scanning/", include("scanning.urls")),
 ]
