@@ -15,7 +15,9 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread,
+# and the probe tests' asyncio.run() would fail while it is alive.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     require(
         Path(CHROMIUM).exists() or bool(shutil.which("chromium")),
