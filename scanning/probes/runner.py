@@ -1,0 +1,551 @@
+"""Running probes over many targets: parsing, the address policy, protocol choice and manners.
+
+Plain asyncio, no Django (the `probe` command and the Celery tasks both drive it). The manners of
+PROBES.md live here, not in the probes: one connection at a time per target IP, a token bucket
+per network, a global concurrency cap, the exclusion list asked right before each probe connects,
+and the batch self-check that voids every result when something on our side intercepts traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from scanning.probes.base import (
+    Limits,
+    ProbeResult,
+    Protocol,
+    Reason,
+    Transcript,
+    TransportStatus,
+    Verdict,
+)
+from scanning.probes.canary import CanaryConfig, HitStore
+from scanning.probes.open_proxy import (
+    DEFAULT_USER_AGENT,
+    probe_http_proxy,
+    probe_socks4,
+    probe_socks5,
+    selfcheck,
+)
+from scanning.probes.smtp_relay import probe_smtp
+
+log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str], Sequence[str]]
+ExclusionCheck = Callable[[str], "bool | Awaitable[bool]"]
+ProbeFn = Callable[..., Awaitable[ProbeResult]]
+
+AUTO = "auto"
+PROTOCOL_CHOICES = ("smtp", "http", "socks4", "socks5", AUTO)
+SMTP_PORTS = frozenset({25, 465, 587, 2525})
+SOCKS_PORTS = frozenset({1080, 1081, 4145, 9050, 9150})
+HTTP_PORTS = frozenset({80, 81, 3128, 3129, 6588, 8000, 8008, 8080, 8081, 8118, 8123, 8888})
+# A server-first line that reads as an SMTP reply: 220 normally, 421/554 when it refuses us.
+_SMTP_GREETING = re.compile(rb"^[2-5]\d\d[ \-\r\n]")
+GREETING_MAX_BYTES = 512
+
+# Special-purpose ranges Python's flags do not name (CGNAT is neither private nor global there).
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_DOCUMENTATION = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32", "3fff::/20")
+)
+_PRIVATE = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+
+
+class TargetError(ValueError):
+    """A target argument that is not `HOST:PORT` / `[v6]:PORT`; the message names it."""
+
+
+class TargetRefused(PermissionError):
+    """Targets the address policy forbids; raised before anything is sent to any target."""
+
+    def __init__(self, refused: list[tuple[Target, str]]) -> None:
+        super().__init__("refused: " + ", ".join(f"{t.given} ({why})" for t, why in refused))
+        self.refused = refused
+
+
+@dataclass(frozen=True)
+class Target:
+    given: str  # exactly as written, echoed in results ("[::1]:25")
+    ip: str  # normalised IP literal
+    port: int
+
+    @property
+    def address(self) -> IPAddress:
+        return ipaddress.ip_address(self.ip)
+
+
+def parse_port(text: str, *, what: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise TargetError(f"{what}: bad port {text!r} (1-65535)")
+    return int(text)
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[v6]:PORT` into (host, port); raises TargetError naming `text`."""
+    raw = text.strip()
+    if raw.startswith("["):
+        host, sep, rest = raw[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise TargetError(f"{text}: expected [IPv6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = raw.rpartition(":")
+        if not sep:
+            raise TargetError(f"{text}: expected HOST:PORT")
+        if ":" in host:
+            raise TargetError(f"{text}: an IPv6 address needs brackets, as in [{host}]:{port_text}")
+    if not host:
+        raise TargetError(f"{text}: no host")
+    return host, parse_port(port_text, what=text)
+
+
+def parse_target(text: str, *, resolver: Resolver | None = None) -> Target:
+    """One target argument. IP literals only, unless a resolver is injected for names.
+
+    The default refuses names: resolving would send a DNS query off the machine, which tests must
+    never do, and a name can point anywhere the address policy would refuse.
+    """
+    host, port = split_host_port(text)
+    if "%" in host:
+        raise TargetError(f"{text}: scoped addresses (%zone) are not supported")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if text.strip().startswith("["):
+            raise TargetError(f"{text}: {host!r} is not an IPv6 address") from None
+        if resolver is None:
+            raise TargetError(
+                f"{text}: {host!r} is not an IP address; give an IP literal "
+                "(names are not resolved here)"
+            ) from None
+        addresses = list(resolver(host))
+        if not addresses:
+            raise TargetError(f"{text}: {host!r} did not resolve") from None
+        try:
+            ip = ipaddress.ip_address(addresses[0])
+        except ValueError:
+            raise TargetError(f"{text}: resolver gave {addresses[0]!r}") from None
+    return Target(given=text.strip(), ip=str(ip), port=port)
+
+
+def refuse_reason(ip: str | IPAddress, allow_private: bool) -> str | None:
+    """Why the policy forbids probing `ip` ("loopback", "private", ...), or None."""
+    if allow_private:
+        return None
+    addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return refuse_reason(addr.ipv4_mapped, allow_private)  # ::ffff:10.0.0.1 is 10.0.0.1
+    if addr.is_unspecified:
+        return "unspecified"
+    if addr.is_loopback:
+        return "loopback"
+    if addr.is_link_local:
+        return "link-local"
+    if addr.is_multicast:
+        return "multicast"
+    if isinstance(addr, ipaddress.IPv4Address) and addr in _CGNAT:
+        return "shared address space (CGNAT)"
+    if any(addr in net for net in _DOCUMENTATION):
+        return "documentation"
+    if any(addr in net for net in _PRIVATE):
+        return "private"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local:
+        return "site-local"
+    if addr.is_reserved or addr.is_private or not addr.is_global:
+        return "reserved"
+    return None
+
+
+def protocols_for_port(port: int) -> list[Protocol] | None:
+    """What `--protocol auto` tries on a well-known port; None: read the greeting first."""
+    if port in SMTP_PORTS:
+        return [Protocol.SMTP]
+    if port in SOCKS_PORTS:
+        return [Protocol.SOCKS5, Protocol.SOCKS4]
+    if port in HTTP_PORTS:
+        return [Protocol.HTTP]
+    return None
+
+
+LOOPBACK_CANARY = "the canary listens on loopback, which a proxy there would take as its own"
+
+
+def canary_reachable(target: Target, protocol: str, canary_http_host: str) -> bool:
+    """May a proxy at `target` be aimed at the canary? Never at the proxy's own loopback.
+
+    PROBES.md: a proxy is never pointed at loopback or private ranges behind it, and a remote
+    proxy told to fetch 127.0.0.1 would fetch its own. SMTP needs no such care: the test mail is
+    addressed to the canary domain, never to an address.
+    """
+    smtp_only = protocol == Protocol.SMTP or (
+        protocol == AUTO and protocols_for_port(target.port) == [Protocol.SMTP]
+    )
+    if smtp_only or target.address.is_loopback:
+        return True
+    try:
+        return not ipaddress.ip_address(canary_http_host).is_loopback
+    except ValueError:
+        return True  # a name: the deployment's, resolved by the proxy as a real client would
+
+
+def spoke(result: ProbeResult) -> bool:
+    """Did the peer answer in this protocol at all (any valid reply, open or not)?"""
+    if result.verdict is Verdict.NOT_APPLICABLE:
+        return False
+    if result.protocol is Protocol.SMTP:
+        return bool(result.details.get("banner"))
+    tests = result.details.get("tests") or []
+    return any(t.get("handshake") not in ("not-run", "failed", None) for t in tests)
+
+
+def network_key(ip: str, *, v4_prefix: int = 24, v6_prefix: int = 48) -> str:
+    addr = ipaddress.ip_address(ip)
+    prefix = v4_prefix if addr.version == 4 else v6_prefix
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up; waiters are served in turn."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.clock = clock
+        self.tokens = float(self.burst)
+        self.updated = clock()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if self.rate <= 0:
+            return  # no limit configured
+        async with self._lock:
+            while True:
+                now = self.clock()
+                self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    protocol: str = AUTO  # one of PROTOCOL_CHOICES
+    allow_private: bool = False
+    confirm: bool = False
+    full: bool = False
+    source: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    scanner_name: str = "scanner.secure-your-server.invalid"
+    user_agent: str = DEFAULT_USER_AGENT
+    max_concurrency: int = 64
+    network_rate: float = 2.0  # probe sessions a second per network; <= 0: unlimited
+    network_burst: int = 8
+    v4_prefix: int = 24
+    v6_prefix: int = 48
+    greeting_wait: float = 2.0  # how long `auto` listens for a server-first greeting
+    contact: str | None = None  # named in the relay test message; None: postmaster@CANARY
+
+
+def _bare_result(
+    target: Target,
+    protocol: Protocol,
+    verdict: Verdict,
+    reasons: list[Reason],
+    note: str,
+    status: TransportStatus = TransportStatus.SUCCESS,
+    started: float | None = None,
+) -> ProbeResult:
+    transcript = Transcript()
+    transcript.note(note)
+    duration = 0 if started is None else int((time.monotonic() - started) * 1000)
+    return ProbeResult(
+        target=target.given,
+        ip=target.ip,
+        port=target.port,
+        protocol=protocol,
+        verdict=verdict,
+        reasons=reasons,
+        transport_status=status,
+        duration_ms=duration,
+        transcript=transcript.redacted(),
+    )
+
+
+class Scanner:
+    """Probes many targets concurrently, with the manners of PROBES.md.
+
+    `is_excluded(ip)` (sync or async) is asked right before every probe connects; an excluded
+    target gets a `not-applicable` result with Reason.EXCLUDED and nothing is sent to it.
+    """
+
+    def __init__(
+        self,
+        *,
+        canary: CanaryConfig,
+        hits: HitStore,
+        options: ScanOptions | None = None,
+        is_excluded: ExclusionCheck | None = None,
+        probes: dict[Protocol, ProbeFn] | None = None,
+    ) -> None:
+        self.canary = canary
+        self.hits = hits
+        self.options = options or ScanOptions()
+        self.is_excluded = is_excluded
+        self.probes: dict[Protocol, ProbeFn] = {
+            Protocol.SMTP: probe_smtp,
+            Protocol.HTTP: probe_http_proxy,
+            Protocol.SOCKS4: probe_socks4,
+            Protocol.SOCKS5: probe_socks5,
+            **(probes or {}),
+        }
+        self._ip_locks: dict[str, asyncio.Lock] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self.selfcheck_passed: bool | None = None  # None: not run (no self-check port)
+
+    # --- checks before anything is sent ----------------------------------------------------
+
+    def refusals(
+        self, targets: Iterable[Target], protocol: str | None = None
+    ) -> list[tuple[Target, str]]:
+        """Targets the policy forbids, with why; the caller refuses the batch before sending."""
+        found = []
+        for target in targets:
+            why = refuse_reason(target.ip, self.options.allow_private)
+            if why:
+                found.append((target, why))
+            elif not canary_reachable(
+                target, protocol or self.options.protocol, self.canary.http_addr[0]
+            ):
+                found.append((target, LOOPBACK_CANARY))
+        return found
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def run(
+        self,
+        targets: Sequence[Target],
+        on_result: Callable[[ProbeResult], None] | None = None,
+    ) -> list[ProbeResult]:
+        """Every result, in completion order; on_result sees each one as it is ready."""
+        return await self.run_each([(t, None, None) for t in targets], on_result)
+
+    async def run_each(
+        self,
+        items: Sequence[tuple[Target, str | None, str | None]],
+        on_result: Callable[[ProbeResult], None] | None = None,
+    ) -> list[ProbeResult]:
+        """Like run(), with each target's own protocol (None: the options') and SMTP token
+        (None: a new one; a greylisting retry repeats the first attempt's)."""
+        refused = [r for t, proto, _ in items for r in self.refusals([t], proto)]
+        if refused:
+            raise TargetRefused(refused)
+        if self.canary.selfcheck_addr is not None:
+            self.selfcheck_passed = await selfcheck(
+                self.canary, limits=self.options.limits, source=self.options.source
+            )
+        results: list[ProbeResult] = []
+
+        async def one(target: Target, protocol: str | None, token: str | None) -> None:
+            try:
+                found = await self.scan_target(target, protocol, token)
+            except Exception as exc:  # a probe bug must not sink the other targets of the batch
+                log.exception("probe of %s failed", target.given)
+                found = [
+                    _bare_result(
+                        target,
+                        self._guess(target, protocol),
+                        Verdict.INCONCLUSIVE,
+                        [],
+                        f"internal error: {type(exc).__name__}",
+                    )
+                ]
+            for result in found:
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+
+        await asyncio.gather(*(one(*item) for item in items))
+        return results
+
+    async def scan_target(
+        self, target: Target, protocol: str | None = None, token: str | None = None
+    ) -> list[ProbeResult]:
+        chosen = protocol or self.options.protocol
+        if self.selfcheck_passed is False:
+            # Something between us and the network answers for everyone: probing would only
+            # produce its answers, so nothing is sent and the batch is void.
+            result = _bare_result(
+                target,
+                self._guess(target, chosen),
+                Verdict.INCONCLUSIVE,
+                [Reason.SELFCHECK_FAILED],
+                "not probed: the batch self-check reached something that is not our canary",
+            )
+            return [result]
+        lock = self._ip_locks.setdefault(target.ip, asyncio.Lock())
+        async with lock:  # one connection at a time per target IP
+            if chosen != AUTO:
+                return [await self._probe(target, Protocol(chosen), token)]
+            return await self._auto(target, token)
+
+    def _guess(self, target: Target, protocol: str | None = None) -> Protocol:
+        chosen = protocol or self.options.protocol
+        if chosen != AUTO:
+            return Protocol(chosen)
+        return (protocols_for_port(target.port) or [Protocol.HTTP])[0]
+
+    async def _excluded(self, ip: str) -> bool:
+        if self.is_excluded is None:
+            return False
+        answer = self.is_excluded(ip)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return bool(answer)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, target: Target) -> AsyncIterator[None]:
+        """Wait for the network's rate and a global slot; the caller holds the IP's lock."""
+        key = network_key(
+            target.ip, v4_prefix=self.options.v4_prefix, v6_prefix=self.options.v6_prefix
+        )
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(self.options.network_rate, self.options.network_burst)
+            self._buckets[key] = bucket
+        await bucket.acquire()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(max(1, self.options.max_concurrency))
+        async with self._slots:
+            yield
+
+    async def _probe(
+        self, target: Target, protocol: Protocol, token: str | None = None
+    ) -> ProbeResult:
+        async with self._turn(target):
+            if await self._excluded(target.ip):
+                return self._excluded_result(target, protocol)
+            opts = self.options
+            kwargs: dict[str, Any] = {
+                "target": target.given,
+                "canary": self.canary,
+                "hits": self.hits,
+                "limits": opts.limits,
+                "source": opts.source,
+            }
+            if protocol is Protocol.SMTP:
+                kwargs.update(confirm=opts.confirm, scanner_name=opts.scanner_name, full=opts.full)
+                if opts.contact:
+                    kwargs["contact"] = opts.contact
+                if token:
+                    kwargs["token"] = token
+            else:
+                kwargs["user_agent"] = opts.user_agent
+            return await self.probes[protocol](target.ip, target.port, **kwargs)
+
+    def _excluded_result(self, target: Target, protocol: Protocol) -> ProbeResult:
+        return _bare_result(
+            target,
+            protocol,
+            Verdict.NOT_APPLICABLE,
+            [Reason.EXCLUDED],
+            "not probed: the address is on the exclusion list",
+        )
+
+    async def _auto(self, target: Target, token: str | None = None) -> list[ProbeResult]:
+        """One result per protocol the peer speaks; one (not spoken) result when it speaks none."""
+        plan = protocols_for_port(target.port)
+        if plan is None:
+            sniffed = await self._sniff(target)
+            if isinstance(sniffed, ProbeResult):
+                return [sniffed]
+            plan = [Protocol.SMTP] if sniffed else [Protocol.SOCKS5, Protocol.SOCKS4, Protocol.HTTP]
+        if len(plan) == 1:
+            return [await self._probe(target, plan[0], token)]
+        results: list[ProbeResult] = []
+        for protocol in plan:  # all of them: one port may speak SOCKS5, SOCKS4 and HTTP at once
+            result = await self._probe(target, protocol)
+            results.append(result)
+            if Reason.EXCLUDED in result.reasons:
+                return [result]
+        spoken = [r for r in results if spoke(r)]
+        if spoken:
+            return spoken
+        # Nothing answered in any protocol: report the most likely one (HTTP off the SOCKS ports).
+        return [results[-1]]
+
+    async def _sniff(self, target: Target) -> bool | ProbeResult:
+        """Listen for a server-first greeting: True when it reads as SMTP.
+
+        Returns a ready result when the port cannot be reached at all (or is excluded).
+        """
+        guess = Protocol.HTTP
+        async with self._turn(target):
+            if await self._excluded(target.ip):
+                return self._excluded_result(target, guess)
+            limits = self.options.limits
+            started = time.monotonic()
+            local = (self.options.source, 0) if self.options.source else None
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(target.ip, target.port, local_addr=local),
+                    limits.connect_timeout,
+                )
+            except TimeoutError:
+                return _bare_result(
+                    target,
+                    guess,
+                    Verdict.INCONCLUSIVE,
+                    [Reason.CONNECT_FAILED, Reason.TIMEOUT],
+                    "connect timed out",
+                    TransportStatus.CONNECTION_TIMEOUT,
+                    started,
+                )
+            except ConnectionRefusedError:
+                return _bare_result(
+                    target,
+                    guess,
+                    Verdict.CLOSED,
+                    [Reason.CONNECT_FAILED],
+                    "connection refused",
+                    TransportStatus.CONNECTION_REFUSED,
+                    started,
+                )
+            except OSError as exc:
+                return _bare_result(
+                    target,
+                    guess,
+                    Verdict.INCONCLUSIVE,
+                    [Reason.CONNECT_FAILED],
+                    f"connect failed: {exc.strerror or exc}",
+                    TransportStatus.CONNECTION_CLOSED,
+                    started,
+                )
+            try:
+                wait = min(self.options.greeting_wait, limits.reply_timeout)
+                first = await asyncio.wait_for(reader.read(GREETING_MAX_BYTES), wait)
+            except (TimeoutError, OSError):
+                first = b""
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError, TimeoutError):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+        return bool(_SMTP_GREETING.match(first))
