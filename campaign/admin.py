@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
@@ -70,6 +70,21 @@ class CampaignAdmin(SharedReadOnlyAdmin):
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     filter_horizontal = ("scan_runs",)
+    actions = ("scan_campaign_targets",)
+
+    @admin.action(description="Scan every target of the campaign", permissions=["scan"])
+    def scan_campaign_targets(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from scanning.models import Target
+
+        for campaign in queryset:
+            ids = list(
+                Target.objects.filter(
+                    Q(findings__cases__campaign=campaign) | Q(import_batches__campaign=campaign)
+                )
+                .distinct()
+                .values_list("id", flat=True)
+            )
+            campaign.scan_runs.add(self.start_scan(request, ids, f"campaign {campaign.slug}"))
 
     @admin.display(description="Cases")
     def case_count(self, obj: Campaign) -> int:
@@ -130,6 +145,23 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
     list_select_related = ("partner",)
     inlines = (ContactInline, AttributionInline, CaseInline)
     readonly_fields = ("created_at", "updated_at")
+    actions = ("merge_owners",)
+
+    @admin.action(description="Merge selected owners into the oldest", permissions=["change"])
+    def merge_owners(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from campaign.attribution.services import owner_merge
+
+        owners = list(queryset.order_by("id"))
+        if len(owners) < 2:
+            self.message_user(request, "Select at least two owners to merge.", messages.WARNING)
+            return
+        report = owner_merge(into=owners[0], others=owners[1:], actor=request.user)
+        if report.merged:
+            merged = ", ".join(report.merged)
+            self.message_user(request, f"Merged into “{owners[0].name}”: {merged}.")
+        if report.refused:
+            refused = "; ".join(report.refused)
+            self.message_user(request, f"Not merged: {refused}.", messages.WARNING)
 
     @admin.display(description="First contact")
     def primary_contact(self, obj: ServerOwner) -> str:
@@ -177,6 +209,9 @@ class CaseEventInline(admin.TabularInline):
     can_delete = False
     ordering = ("at", "id")
     verbose_name_plural = "Timeline"
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return selectors.is_member(request.user)  # roles, not Django model permissions
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -13,9 +13,12 @@ from django.contrib.admin.filters import RelatedOnlyFieldListFilter
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from campaign import selectors
 from campaign.models import Membership, Partner
+from scanning.models import ScanRun
 
 
 class ScopedAdmin(admin.ModelAdmin):
@@ -94,6 +97,26 @@ class ScopedAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Audit trails and evidence are not deleted through the admin; superusers can clean up.
         return bool(request.user.is_superuser)
+
+    def has_scan_permission(self, request: HttpRequest) -> bool:
+        # Scans send packets to other people's servers: the lead agency's caseworkers decide.
+        return selectors.sees_all_partners(request.user) and selectors.has_role(
+            request.user, Membership.Role.CASEWORKER
+        )
+
+    def start_scan(self, request: HttpRequest, target_ids: list[int], label: str) -> ScanRun:
+        from scanning import services as scanning_services
+
+        run = scanning_services.scan_run_start(
+            target_ids=target_ids, label=label, requested_by=request.user
+        )
+        url = reverse("admin:scanning_scanrun_change", args=[run.pk])
+        self.message_user(
+            request,
+            format_html('Scan <a href="{}">#{}</a> queued for {} target(s).', url, run.pk,
+                        run.targets_total),
+        )
+        return run
 
 
 class PartnerScopedAdmin(ScopedAdmin):

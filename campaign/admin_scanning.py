@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from campaign import selectors
 from campaign.admin_base import LeadOnlyAdmin, PartnerScopedAdmin
-from scanning.models import CanaryHit, Exclusion, Finding, ScanRun, Target
+from scanning.models import CanaryHit, Exclusion, Finding, ScanBatch, ScanRun, Target
 
 DIRECTION_LABELS = {">": "scanner", "<": "server", "!": "note"}
 
@@ -62,6 +62,20 @@ class TargetAdmin(PartnerScopedAdmin):
     date_hierarchy = "last_seen"
     readonly_fields = ("created_at", "sources", "source_data")
     inlines = (FindingInline,)
+    actions = ("run_attribution", "scan_targets")
+
+    @admin.action(description="Scan selected targets", permissions=["scan"])
+    def scan_targets(self, request: HttpRequest, queryset: QuerySet) -> None:
+        ids = list(queryset.values_list("id", flat=True))
+        self.start_scan(request, ids, f"{len(ids)} target(s) selected by {request.user}")
+
+    @admin.action(description="Run attribution", permissions=["change"])
+    def run_attribution(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from campaign.tasks import attribute_targets as attribute_targets_task
+
+        ids = list(queryset.values_list("id", flat=True))
+        attribute_targets_task.delay_on_commit(ids)
+        self.message_user(request, f"Attribution queued for {len(ids)} target(s).")
 
 
 @admin.register(Finding)
@@ -98,8 +112,25 @@ class FindingAdmin(PartnerScopedAdmin):
         return False
 
 
+class ScanBatchInline(admin.TabularInline):
+    model = ScanBatch
+    extra = 0
+    fields = ("id", "attempt", "status", "target_count", "not_before", "finished_at", "error")
+    readonly_fields = fields
+    can_delete = False
+    ordering = ("id",)
+
+    @admin.display(description="Targets")
+    def target_count(self, obj: ScanBatch) -> int:
+        return len(obj.target_ids)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(ScanRun)
 class ScanRunAdmin(LeadOnlyAdmin):
+    inlines = (ScanBatchInline,)
     list_display = ("__str__", "status", "progress", "verdict_summary", "created_at", "finished_at")
     list_filter = ("status",)
     search_fields = ("label",)

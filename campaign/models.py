@@ -359,3 +359,31 @@ class ImportBatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file_name} ({self.format})"
+
+
+class RdapNetworkCache(models.Model):
+    """A parsed RDAP answer for one network, reused for every address in it until it expires.
+
+    Addresses are stored as fixed-width hex so one range query works for IPv4 and IPv6 on both
+    SQLite and PostgreSQL (an IPv6 address does not fit in a bigint).
+    """
+
+    network_cidr = models.CharField(max_length=100, help_text="CIDR, or a start - end range.")
+    ip_version = models.PositiveSmallIntegerField()
+    start_hex = models.CharField(max_length=32)
+    end_hex = models.CharField(max_length=32)
+    data = models.JSONField(default=dict)
+    rdap_source = models.URLField(max_length=500, blank=True)
+    fetched_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ip_version", "start_hex", "end_hex"], name="rdap_cache_unique_range"
+            )
+        ]
+        indexes = [models.Index(fields=["expires_at"])]
+
+    def __str__(self) -> str:
+        return self.network_cidr

@@ -100,6 +100,15 @@ def case_language(owner: ServerOwner) -> str:
     return languages[0]
 
 
+def owner_triage_reason(owner: ServerOwner) -> str:
+    """Why the lead agency holds this owner: no partner for its country, or no country known."""
+    if not owner.partner.is_lead or owner.country == owner.partner.country:
+        return ""
+    if not owner.country:
+        return "Owner's country unknown: lead agency triage."
+    return f"No partner agency for {owner.country}: lead agency triage."
+
+
 def owner_is_suppressed(owner: ServerOwner) -> bool:
     """Suppressed as a whole, or every usable contact has asked not to be written to."""
     now = timezone.now()
@@ -168,6 +177,8 @@ def case_settle(*, case: Case, actor_label: str = "system") -> Case:
         target, note = Case.Status.SUPPRESSED, "A contact of this owner asked not to be written to."
     elif not strong:
         target, note = Case.Status.NEEDS_REVIEW, "Weak evidence only."
+    elif triage := owner_triage_reason(owner):
+        target, note = Case.Status.NEEDS_REVIEW, triage
     elif not owner.contacts.filter(bounced_at__isnull=True).exists():
         target, note = Case.Status.NEEDS_REVIEW, "No usable contact."
     else:

@@ -12,3 +12,13 @@ def settle_case(case_id: int) -> None:
     case = Case.objects.select_related("server_owner__partner").filter(id=case_id).first()
     if case is not None:
         services.case_settle(case=case, actor_label="worker")
+
+
+@shared_task(name="campaign.attribute_targets")
+def attribute_targets(target_ids: list[int]) -> dict[str, int]:
+    """Reverse DNS and RDAP for these targets, then their owners' cases; errors are counted."""
+    from campaign.attribution import services
+    from scanning.models import Target
+
+    targets = Target.objects.filter(id__in=target_ids).order_by("id")
+    return services.targets_attribute(targets=targets).counts()

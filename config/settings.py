@@ -96,7 +96,6 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     }
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 default, adopted now
 
 # --- Celery --------------------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
@@ -214,6 +213,20 @@ RDAP_CACHE_SECONDS = env_int("RDAP_CACHE_SECONDS", 7 * 24 * 60 * 60, minimum=0)
 # Reverse DNS: HOST:PORT of the resolver to ask; empty means the system's resolver.
 ATTRIBUTION_DNS_SERVER = env_host_port("ATTRIBUTION_DNS_SERVER", "")
 ATTRIBUTION_DNS_TIMEOUT = env_int("ATTRIBUTION_DNS_TIMEOUT", 5, minimum=1)
+
+# Campaign scans: batch size, manners and bounds (PROBES.md). Tests shrink the waits to seconds.
+SCAN_BATCH_SIZE = env_int("SCAN_BATCH_SIZE", 50, minimum=1)
+SCAN_CONCURRENCY = env_int("SCAN_CONCURRENCY", 64, minimum=1)
+SCAN_NETWORK_RATE = float(env_int("SCAN_NETWORK_RATE", 2, minimum=0))  # sessions/s per /24, /48
+SCAN_CONNECT_TIMEOUT = float(env_int("SCAN_CONNECT_TIMEOUT", 10, minimum=1))
+SCAN_REPLY_TIMEOUT = float(env_int("SCAN_REPLY_TIMEOUT", 10, minimum=1))
+SCAN_EXCHANGE_TIMEOUT = float(env_int("SCAN_EXCHANGE_TIMEOUT", 30, minimum=1))
+SCAN_CONFIRM_WAIT = float(env_int("SCAN_CONFIRM_WAIT", 60, minimum=1))
+# Greylisted (4xx) results are probed again after these delays, with the same token.
+SCAN_GREYLIST_RETRY_DELAYS = env_list("SCAN_GREYLIST_RETRY_DELAYS", ["300", "1800"])
+if not all(delay.isdigit() for delay in SCAN_GREYLIST_RETRY_DELAYS):
+    raise ImproperlyConfigured("SCAN_GREYLIST_RETRY_DELAYS must be seconds, e.g. 300,1800.")
+SCAN_GREYLIST_RETRY_DELAYS = [int(delay) for delay in SCAN_GREYLIST_RETRY_DELAYS]
 
 # --- Web ----------------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"

@@ -106,6 +106,34 @@ class ScanRun(models.Model):
         return 100 if not self.targets_total else int(100 * self.targets_done / self.targets_total)
 
 
+class ScanBatch(models.Model):
+    """A slice of a scan run, probed by one task. Claimed before probing, so a redelivered task
+    (acks_late) finds it taken and sends nothing twice."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        VOID = "void", "Void (self-check failed)"
+        FAILED = "failed", "Failed"
+
+    scan_run = models.ForeignKey(ScanRun, on_delete=models.CASCADE, related_name="batches")
+    target_ids = models.JSONField(default=list)
+    attempt = models.PositiveSmallIntegerField(default=0, help_text="0 first pass; 1, 2 retries.")
+    tokens = models.JSONField(default=dict, blank=True, help_text="Target id -> probe token.")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["scan_run", "status"])]
+
+    def __str__(self) -> str:
+        return f"batch #{self.pk} of scan #{self.scan_run_id} (attempt {self.attempt})"
+
+
 class Finding(models.Model):
     """One probe result: a verdict with the evidence behind it."""
 

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import ipaddress
+import logging
+from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from scanning.models import Exclusion
+from scanning.models import Exclusion, Finding, Protocol, ScanBatch, ScanRun, Target
+from scanning.probes import cli, runner
+from scanning.probes.base import Limits, ProbeResult
+from scanning.signals import finding_recorded
+
+logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -27,3 +38,249 @@ def excluded_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     now = timezone.now()
     rows = Exclusion.objects.filter(status=Exclusion.Status.APPROVED).exclude(expires_at__lte=now)
     return [ipaddress.ip_network(n, strict=False) for n in rows.values_list("network", flat=True)]
+
+
+# --- Scan runs ---------------------------------------------------------------------------------
+
+
+def _chunks(ids: list[int], size: int) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+@transaction.atomic
+def scan_run_start(
+    *,
+    target_ids: list[int],
+    label: str,
+    requested_by: AbstractBaseUser | None = None,
+    confirm_relays: bool = True,
+) -> ScanRun:
+    """Create a scan run and queue its batches (on commit: the worker must find the rows)."""
+    from scanning.tasks import probe_batch_task  # tasks import this module
+
+    ids = sorted(set(target_ids))
+    run = ScanRun.objects.create(
+        label=label[:200],
+        requested_by=requested_by,
+        confirm_relays=confirm_relays,
+        targets_total=len(ids),
+    )
+    run.targets.set(ids)
+    batches = ScanBatch.objects.bulk_create(
+        ScanBatch(scan_run=run, target_ids=chunk)
+        for chunk in _chunks(ids, settings.SCAN_BATCH_SIZE)
+    )
+    if not batches:
+        ScanRun.objects.filter(pk=run.pk).update(
+            status=ScanRun.Status.FINISHED, finished_at=timezone.now()
+        )
+    for batch in batches:
+        probe_batch_task.delay_on_commit(batch.pk)
+    return run
+
+
+def scan_batch_probe(*, batch_id: int) -> None:
+    """Probe one batch and store its findings. Claims the batch first; a second call is a no-op."""
+    now = timezone.now()
+    claimed = ScanBatch.objects.filter(id=batch_id, status=ScanBatch.Status.PENDING).update(
+        status=ScanBatch.Status.RUNNING
+    )
+    if not claimed:
+        return
+    batch = ScanBatch.objects.select_related("scan_run").get(id=batch_id)
+    ScanRun.objects.filter(pk=batch.scan_run_id, started_at__isnull=True).update(
+        started_at=now, status=ScanRun.Status.RUNNING
+    )
+    targets = {t.pk: t for t in Target.objects.filter(id__in=batch.target_ids)}
+    try:
+        networks = excluded_networks()
+        outcome = asyncio.run(_probe_targets(batch, list(targets.values()), networks))
+    except Exception as exc:  # a broken batch is reported on the run, never a stuck worker
+        logger.exception("scan batch %s failed", batch_id)
+        _finish_batch(
+            batch,
+            ScanBatch.Status.FAILED,
+            findings=[],
+            refused=batch.target_ids,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        return
+    if outcome.void:
+        _finish_batch(
+            batch,
+            ScanBatch.Status.VOID,
+            findings=[],
+            refused=[],
+            error="self-check failed: something on the scanner's side answers for "
+            "every destination; no results were kept",
+        )
+        return
+    findings = []
+    retry: dict[int, str] = {}
+    by_address = {(t.ip, t.port): t for t in targets.values()}
+    for result in outcome.results:
+        target = by_address.get((result.ip, result.port))
+        if target is None:
+            continue
+        findings.append(_finding_from(result, target, batch.scan_run_id, now))
+        if result.retry_after is not None and result.token:
+            retry[target.pk] = result.token
+    _finish_batch(batch, ScanBatch.Status.DONE, findings=findings, refused=outcome.refused)
+    delays = settings.SCAN_GREYLIST_RETRY_DELAYS
+    if retry and batch.attempt < len(delays):
+        _schedule_retry(batch, retry, delays[batch.attempt])
+
+
+@dataclasses.dataclass
+class _Outcome:
+    results: list[ProbeResult]
+    refused: list[int]
+    void: bool
+
+
+async def _probe_targets(
+    batch: ScanBatch,
+    targets: list[Target],
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> _Outcome:
+    # No ORM in here: this runs in the event loop. Everything from the database is read before.
+    def is_excluded(ip: str) -> bool:  # asked right before every connection
+        address = ipaddress.ip_address(ip)
+        return any(address in network for network in networks)
+
+    options = runner.ScanOptions(
+        allow_private=settings.SCAN_ALLOW_PRIVATE,
+        confirm=batch.scan_run.confirm_relays,
+        scanner_name=settings.SCANNER_NAME,
+        user_agent=probe_environment().user_agent,
+        limits=scan_limits(),
+        network_rate=settings.SCAN_NETWORK_RATE,
+        max_concurrency=settings.SCAN_CONCURRENCY,
+    )
+    async with cli.open_canary(probe_environment()) as (canary, hits):
+        if settings.CANARY_SELFCHECK_ADDR:  # the designated self-check port, local canary too
+            canary = dataclasses.replace(canary, selfcheck_addr=settings.CANARY_SELFCHECK_ADDR)
+        scanner = runner.Scanner(canary=canary, hits=hits, options=options, is_excluded=is_excluded)
+        wanted = {t.pk: runner.Target(given=_given(t), ip=t.ip, port=t.port) for t in targets}
+        protocols = {
+            t.pk: (None if t.protocol == Protocol.UNKNOWN else t.protocol) for t in targets
+        }
+        # Refused (private without SCAN_ALLOW_PRIVATE, or a proxy test that would aim a remote
+        # proxy at our loopback canary): counted on the run, never probed.
+        refused = [pk for pk, rt in wanted.items() if scanner.refusals([rt], protocols[pk])]
+        runnable = {pk: rt for pk, rt in wanted.items() if pk not in refused}
+        tokens = {int(pk): token for pk, token in batch.tokens.items()}
+        results = await scanner.run_each(
+            [(rt, protocols[pk], tokens.get(pk)) for pk, rt in runnable.items()]
+        )
+        return _Outcome(results=results, refused=refused, void=scanner.selfcheck_passed is False)
+
+
+def _given(target: Target) -> str:
+    host = f"[{target.ip}]" if ":" in target.ip else target.ip
+    return f"{host}:{target.port}"
+
+
+def _finding_from(result: ProbeResult, target: Target, scan_run_id: int, now: datetime) -> Finding:
+    software = result.software
+    return Finding(
+        target=target,
+        scan_run_id=scan_run_id,
+        protocol=str(result.protocol),
+        transport=str(result.transport),
+        transport_status=str(result.transport_status),
+        verdict=str(result.verdict),
+        evidence_level=str(result.evidence_level),
+        reasons=[str(r) for r in result.reasons],
+        software_family=software.family[:64] if software else "",
+        software_version=(software.version or "")[:64] if software else "",
+        software_source=software.source[:32] if software else "",
+        duration_ms=result.duration_ms,
+        retry_after=result.retry_after,
+        token=result.token or "",
+        details=result.details,
+        transcript=result.transcript,
+        catalogue_version=result.catalogue_version,
+        probed_at=now,
+    )
+
+
+def _finish_batch(
+    batch: ScanBatch, status: str, *, findings: list[Finding], refused: list[int], error: str = ""
+) -> None:
+    with transaction.atomic():
+        stored = Finding.objects.bulk_create(findings)
+        ScanBatch.objects.filter(pk=batch.pk).update(
+            status=status, error=error, finished_at=timezone.now()
+        )
+        run = ScanRun.objects.select_for_update().get(pk=batch.scan_run_id)
+        counts = dict(run.verdict_counts)
+        if status == ScanBatch.Status.DONE:
+            for finding in stored:
+                counts[finding.verdict] = counts.get(finding.verdict, 0) + 1
+            if refused:
+                counts["refused"] = counts.get("refused", 0) + len(refused)
+        else:
+            counts[status] = counts.get(status, 0) + len(batch.target_ids)
+        run.verdict_counts = counts
+        if batch.attempt == 0:  # retries revisit targets already counted
+            run.targets_done = min(run.targets_total, run.targets_done + len(batch.target_ids))
+        notes = [run.note] if run.note else []
+        if error:
+            notes.append(f"{batch}: {error}")
+        run.note = "\n".join(notes)
+        open_batches = run.batches.filter(
+            status__in=(ScanBatch.Status.PENDING, ScanBatch.Status.RUNNING)
+        ).exclude(pk=batch.pk)
+        if run.targets_done >= run.targets_total and not open_batches.exists():
+            all_void = not run.batches.exclude(status=ScanBatch.Status.VOID).exists()
+            run.status = ScanRun.Status.VOID if all_void else ScanRun.Status.FINISHED
+            run.finished_at = timezone.now()
+        run.save(update_fields=["verdict_counts", "targets_done", "note", "status", "finished_at"])
+        for finding in stored:  # campaign opens cases; it acts once the rows are committed
+            transaction.on_commit(
+                lambda f=finding: finding_recorded.send(sender=Finding, finding=f)
+            )
+
+
+def _schedule_retry(batch: ScanBatch, tokens: dict[int, str], delay: int) -> None:
+    from scanning.tasks import probe_batch_task
+
+    with transaction.atomic():
+        retry = ScanBatch.objects.create(
+            scan_run_id=batch.scan_run_id,
+            target_ids=sorted(tokens),
+            attempt=batch.attempt + 1,
+            tokens={str(pk): token for pk, token in tokens.items()},
+            not_before=timezone.now() + timedelta(seconds=delay),
+        )
+        # The same token again: a greylister keys on sender and recipient, which carry it.
+        transaction.on_commit(lambda: probe_batch_task.apply_async((retry.pk,), countdown=delay))
+
+
+def scan_limits() -> Limits:
+    return Limits(
+        connect_timeout=settings.SCAN_CONNECT_TIMEOUT,
+        reply_timeout=settings.SCAN_REPLY_TIMEOUT,
+        exchange_timeout=settings.SCAN_EXCHANGE_TIMEOUT,
+        confirm_wait=settings.SCAN_CONFIRM_WAIT,
+    )
+
+
+def probe_environment() -> cli.ProbeEnvironment:
+    """What the probe command and scan workers read from settings."""
+    from scanning.hitstore import DatabaseHitStore
+
+    return cli.ProbeEnvironment(
+        scanner_name=settings.SCANNER_NAME,
+        public_base_url=settings.PUBLIC_BASE_URL,
+        contact=settings.SCANNER_CONTACT_EMAIL,
+        canary_domain=settings.CANARY_DOMAIN,
+        canary_http_addr=settings.CANARY_HTTP_ADDR,
+        canary_tls_addr=settings.CANARY_TLS_ADDR,
+        canary_smtp_addr=settings.CANARY_SMTP_ADDR,
+        canary_selfcheck_addr=settings.CANARY_SELFCHECK_ADDR,
+        canary_secret=settings.CANARY_SECRET,
+        deployed_hits=DatabaseHitStore,
+        limits=scan_limits(),
+    )

@@ -1,0 +1,1 @@
+"""Who owns a target: reverse DNS, RDAP, owners with contact chains, partner routing, cases."""
