@@ -465,7 +465,11 @@ class _Probe:
         for test in asked:
             test.hits = self.hits.hits(test.token or "")
         # A canary in another process may record a moment after it answered: one short grace.
-        waiting = [t for t in asked if not t.hits and (t.granted or _is_2xx(t.status))]
+        # A tunnel's status before a grant is a SOCKS byte (0xFF = 255 is no "2xx"); a tunnel
+        # that carried our request was granted.
+        waiting = [
+            t for t in asked if not t.hits and (t.granted or (not t.tunnel and _is_2xx(t.status)))
+        ]
         if waiting:
             grace = min(1.0, self.limits.reply_timeout / 2)
             first = waiting[0]
