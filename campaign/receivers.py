@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.dispatch import receiver
 
 from campaign import services
@@ -22,6 +23,13 @@ def on_finding_recorded(sender: Any, finding: Finding, **kwargs: Any) -> None:
         .first()
     )
     campaign = Campaign.objects.filter(is_active=True).order_by("-starts_on", "-id").first()
-    if attribution is None or attribution.server_owner is None or campaign is None:
-        return  # attribution runs first and opens the case when it finds the owner
+    if attribution is None or attribution.server_owner is None:
+        # Unknown owner: attribution finds it (reverse DNS, RDAP) and then opens the case.
+        if settings.ATTRIBUTE_AFTER_SCAN:
+            from campaign.tasks import attribute_targets
+
+            attribute_targets.delay_on_commit([finding.target_id])
+        return
+    if campaign is None:
+        return
     services.case_add_finding(campaign=campaign, owner=attribution.server_owner, finding=finding)

@@ -212,6 +212,8 @@ RDAP_TIMEOUT = env_int("RDAP_TIMEOUT", 15, minimum=1)  # seconds per request; te
 RDAP_CACHE_SECONDS = env_int("RDAP_CACHE_SECONDS", 7 * 24 * 60 * 60, minimum=0)
 # Reverse DNS: HOST:PORT of the resolver to ask; empty means the system's resolver.
 ATTRIBUTION_DNS_SERVER = env_host_port("ATTRIBUTION_DNS_SERVER", "")
+# A scan that finds an open server of unknown owner queues its attribution (DNS and RDAP).
+ATTRIBUTE_AFTER_SCAN = env_bool("ATTRIBUTE_AFTER_SCAN", True)
 ATTRIBUTION_DNS_TIMEOUT = env_int("ATTRIBUTION_DNS_TIMEOUT", 5, minimum=1)
 
 # Campaign scans: batch size, manners and bounds (PROBES.md). Tests shrink the waits to seconds.
