@@ -6,3 +6,6 @@ from django.apps import AppConfig
 class LettersConfig(AppConfig):
     name = "letters"
     verbose_name = "Letters"
+
+    def ready(self) -> None:
+        from letters import receivers  # noqa: F401  (connects anymail's tracking signal)

@@ -139,3 +139,21 @@ class DeliveryEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.esp} {self.event_type} {self.recipient}"
+
+
+class RemediationLink(models.Model):
+    """The recipient's way in: a random token, stored only as its sha256, that expires."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="remediation_links")
+    letter = models.ForeignKey(
+        Letter, null=True, blank=True, on_delete=models.SET_NULL, related_name="remediation_links"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.case.reference} link {self.token_hash[:8]}… until {self.expires_at:%Y-%m-%d}"
+
+    def is_valid(self, at: object = None) -> bool:
+        return self.expires_at > (at or timezone.now())

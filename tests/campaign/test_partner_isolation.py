@@ -37,7 +37,7 @@ from campaign.models import (
     ServerOwner,
     Suppression,
 )
-from letters.models import DeliveryEvent, Letter, LetterTemplate
+from letters.models import DeliveryEvent, Letter, LetterTemplate, RemediationLink
 from scanning.models import CanaryHit, Exclusion, Finding, ScanRun, Target
 from tests.base import BaseTestCase
 
@@ -81,6 +81,12 @@ ALPHA_OBJECTS: dict[type[models.Model], tuple[str, Factory]] = {
         ),
     ),
     Letter: ("alpha", _letter),
+    RemediationLink: (
+        "alpha",
+        lambda t: RemediationLink.objects.create(
+            case=t.alpha_case, token_hash="a" * 64, expires_at=timezone.now()
+        ),
+    ),
     DeliveryEvent: (
         "alpha",
         lambda t: DeliveryEvent.objects.create(

@@ -87,6 +87,9 @@ class Command(BaseCommand):
             f"Partner staff (password {demo.DEMO_PASSWORD}): "
             + ", ".join(username for username, _, _ in demo.STAFF)
         )
+        from django.core.management import call_command  # letters: shipped templates, approved
+
+        call_command("load_templates", "--approve-as", demo.ADMIN_USERNAME, stdout=self.stdout)
 
     def load_partners(self) -> dict[str, Partner]:
         partners = {}

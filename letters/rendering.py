@@ -1,0 +1,475 @@
+"""Letters as HTML e-mail, plain text and PDF.
+
+Template bodies are edited by staff, so they render in a sandbox: a dedicated Engine with no
+loaders, no libraries, a short list of tags and filters, and a context of plain strings, numbers
+and lists of dicts, never model instances. Only the trusted layout (templates/letters/_layout.html)
+renders with Django's full engine.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import mimetypes
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from django.conf import settings
+from django.contrib.staticfiles import finders
+from django.template import Context, Engine, Library, defaultfilters, defaulttags
+from django.template.loader import render_to_string
+from django.utils import formats, timezone, translation
+from django.utils._os import safe_join
+from django.utils.safestring import mark_safe
+
+from campaign.models import Case, Partner
+from letters.models import Letter, LetterKind, LetterTemplate
+from scanning.models import OPEN_VERDICTS
+
+logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)  # a line per step otherwise
+
+SHIPPED_DIR = Path(settings.BASE_DIR) / "templates" / "letters"
+SUBJECT_LINE = re.compile(r"^\s*\{#\s*subject:\s*(?P<subject>.*?)\s*#\}\s*$")
+
+# --- The sandbox --------------------------------------------------------------------------------
+# No load/include/extends/block (no way to reach other templates or libraries), no url/csrf/debug
+# (no view of the project), no autoescape/safe (banners and hostnames are untrusted).
+SANDBOX_TAGS = (
+    "comment", "cycle", "filter", "firstof", "for", "if", "ifchanged", "now", "regroup",
+    "spaceless", "templatetag", "verbatim", "widthratio", "with",
+)  # fmt: skip
+UNSAFE_FILTERS = {"safe", "safeseq", "pprint", "force_escape", "json_script", "urlize",
+                  "urlizetrunc"}  # fmt: skip
+
+register = Library()  # the sandbox's only builtins (Engine imports this module's `register`)
+for _name in SANDBOX_TAGS:
+    register.tags[_name] = defaulttags.register.tags[_name]
+for _name, _filter in defaultfilters.register.filters.items():
+    if _name not in UNSAFE_FILTERS:
+        register.filters[_name] = _filter
+
+
+class _SandboxEngine(Engine):
+    default_builtins: list[str] = []  # not even loader_tags
+
+
+@lru_cache(maxsize=2)
+def sandbox_engine(autoescape: bool = True) -> Engine:
+    return _SandboxEngine(
+        dirs=[],
+        app_dirs=False,
+        loaders=[],
+        libraries={},
+        builtins=["letters.rendering"],
+        autoescape=autoescape,
+        string_if_invalid="",
+        debug=False,
+    )
+
+
+def sandbox_render(source: str, context: dict[str, Any], *, autoescape: bool = True) -> str:
+    template = sandbox_engine(autoescape).from_string(source)
+    return template.render(Context(context, autoescape=autoescape))
+
+
+def sandbox_check(source: str) -> str | None:
+    """The syntax error a template body has in the sandbox, or None."""
+    from django.template import TemplateSyntaxError
+
+    try:
+        sandbox_engine(True).from_string(source)
+    except TemplateSyntaxError as exc:
+        return str(exc)
+    return None
+
+
+# --- Context ------------------------------------------------------------------------------------
+KIND_BY_PROTOCOL = {
+    "smtp": "smtp_relay",
+    "http": "http_proxy",
+    "socks4": "socks_proxy",
+    "socks5": "socks_proxy",
+}
+
+
+def bcp47(language: str) -> str:
+    """Django's lower-case code as an HTML lang attribute: zh-hant -> zh-Hant, pt-br -> pt-BR."""
+    return translation.to_locale(language).replace("_", "-")
+
+
+def local_date(value: date | None, language: str) -> str:
+    if value is None:
+        return ""
+    with translation.override(language):
+        return formats.date_format(value, "DATE_FORMAT")
+
+
+def findings_context(case: Case, *, kind: str, language: str) -> list[dict[str, Any]]:
+    latest: dict[int, Any] = {}
+    for finding in case.findings.select_related("target").order_by("probed_at", "id"):
+        latest[finding.target_id] = finding  # the newest finding per target wins
+    rows = []
+    for finding in sorted(latest.values(), key=lambda f: (f.target.ip, f.target.port)):
+        if kind != LetterKind.FIXED and finding.verdict not in OPEN_VERDICTS:
+            continue
+        software = " ".join(p for p in (finding.software_family, finding.software_version) if p)
+        rows.append(
+            {
+                "address": finding.target.ip,
+                "port": finding.target.port,
+                "kind": KIND_BY_PROTOCOL.get(finding.protocol, "smtp_relay"),
+                "protocol": finding.protocol,
+                "software": software,
+                "seen": local_date(timezone.localdate(finding.probed_at), language),
+                "evidence": finding.evidence_level,  # strong, medium or weak
+            }
+        )
+    return rows
+
+
+def _partner_context(partner: Partner, language: str) -> dict[str, Any]:
+    with translation.override(language):
+        return {
+            "agency": partner.agency,
+            "country_name": partner.country_name,
+            "signatory_name": partner.signatory_name,
+            "signatory_title": partner.signatory_title,
+            "reply_to": partner.reply_to,
+            "agency_website": partner.website,
+        }
+
+
+def case_context(
+    case: Case, *, kind: str, language: str, remediation_url: str, today: date | None = None
+) -> dict[str, Any]:
+    """Everything a letter template may use: plain values only (that is the sandbox)."""
+    today = today or timezone.localdate()
+    owner = case.server_owner
+    first_sent = (
+        Letter.objects.filter(case=case, kind=LetterKind.INITIAL, sent_at__isnull=False)
+        .order_by("sent_at")
+        .values_list("sent_at", flat=True)
+        .first()
+    )
+    fixed_on = timezone.localdate(case.status_changed_at) if case.status == "fixed" else today
+    return {
+        **_partner_context(case.partner, language),
+        "owner_name": str((owner.corrections or {}).get("name") or owner.name),
+        "reference": case.reference,
+        "campaign_name": case.campaign.name,
+        "letter_date": local_date(today, language),
+        "findings": findings_context(case, kind=kind, language=language),
+        "remediation_url": remediation_url,
+        "first_letter_date": local_date(
+            timezone.localdate(first_sent) if first_sent else None, language
+        ),
+        "fixed_date": local_date(fixed_on, language),
+    }
+
+
+def sample_context(
+    partner: Partner, *, kind: str, language: str, remediation_url: str
+) -> dict[str, Any]:
+    """For previews when the partner has no case yet."""
+    today = timezone.localdate()
+    seen = local_date(today, language)
+    return {
+        **_partner_context(partner, language),
+        "owner_name": "Example Hosting Ltd.",
+        "reference": f"SYS-{today.year}-000000",
+        "campaign_name": "Secure Your Server",
+        "letter_date": seen,
+        "findings": [
+            {
+                "address": "192.0.2.25",
+                "port": 25,
+                "kind": "smtp_relay",
+                "protocol": "smtp",
+                "software": "Postfix",
+                "seen": seen,
+                "evidence": "strong",
+            },
+            {
+                "address": "198.51.100.8",
+                "port": 3128,
+                "kind": "http_proxy",
+                "protocol": "http",
+                "software": "Squid 5.7",
+                "seen": seen,
+                "evidence": "medium",
+            },
+        ],
+        "remediation_url": remediation_url,
+        "first_letter_date": seen,
+        "fixed_date": seen,
+    }
+
+
+# --- Rendering ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TemplateSource:
+    subject: str
+    body_html: str
+    body_text: str = ""
+
+    @classmethod
+    def of(cls, template: LetterTemplate) -> TemplateSource:
+        return cls(template.subject, template.body_html, template.body_text)
+
+
+@dataclass
+class RenderedLetter:
+    language: str
+    reference: str
+    subject: str
+    html: str  # the e-mail
+    text: str  # its plain-text alternative
+    pdf_html: str  # the same letter laid out for print
+    context: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def parse_shipped(text: str) -> TemplateSource:
+    """A shipped file: first line `{# subject: ... #}`, the rest the HTML body."""
+    first, _, rest = text.partition("\n")
+    match = SUBJECT_LINE.match(first)
+    if not match:
+        raise ValueError("the first line must be {# subject: ... #}")
+    return TemplateSource(match["subject"], rest.strip() + "\n")
+
+
+def shipped_path(language: str, kind: str) -> Path:
+    return SHIPPED_DIR / language / f"{kind}.html"
+
+
+def shipped_files() -> list[tuple[str, str, Path]]:
+    """(language, kind, path) of every shipped template file, in a stable order."""
+    found = []
+    kinds = {k.value for k in LetterKind}
+    for path in sorted(SHIPPED_DIR.glob("*/*.html")):
+        if path.stem in kinds:
+            found.append((path.parent.name, path.stem, path))
+    return found
+
+
+def qr_data_uri(url: str) -> str:
+    import qrcode
+    import qrcode.image.svg
+
+    image = qrcode.make(url, image_factory=qrcode.image.svg.SvgPathImage, box_size=10, border=2)
+    buffer = io.BytesIO()
+    image.save(buffer)
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@lru_cache(maxsize=1)
+def _email_css() -> str:
+    path = finders.find("letters/letter.css")
+    return Path(path).read_text(encoding="utf-8") if path else ""
+
+
+def render_source(
+    source: TemplateSource, *, context: dict[str, Any], partner: Partner, language: str
+) -> RenderedLetter:
+    with translation.override(language):
+        subject = " ".join(sandbox_render(source.subject, context, autoescape=False).split())
+        body = sandbox_render(source.body_html, context)
+        layout = {
+            "lang": bcp47(language),
+            "subject": subject,
+            "body": mark_safe(body),  # the sandbox escaped every value
+            "agency": partner.agency,
+            "address_lines": [line for line in partner.address.splitlines() if line.strip()],
+            "website": partner.website,
+            "reference": context.get("reference", ""),
+            "letter_date": context.get("letter_date", ""),
+            "remediation_url": context.get("remediation_url", ""),
+        }
+        html = render_to_string(
+            "letters/_layout.html", {**layout, "medium": "email", "css": _email_css()}
+        )
+        pdf_html = render_to_string(
+            "letters/_layout.html",
+            {
+                **layout,
+                "medium": "pdf",
+                "letterhead_url": (
+                    f"{ASSET_BASE}media/{partner.letterhead.name}" if partner.letterhead else ""
+                ),
+                "qr": qr_data_uri(layout["remediation_url"]) if layout["remediation_url"] else "",
+            },
+        )
+        if source.body_text.strip():
+            text = sandbox_render(source.body_text, context, autoescape=False).strip() + "\n"
+        else:
+            text = html_to_text(html)
+    return RenderedLetter(
+        language=language,
+        reference=str(context.get("reference", "")),
+        subject=subject,
+        html=html,
+        text=text,
+        pdf_html=pdf_html,
+        context=context,
+    )
+
+
+def approved_template(partner: Partner, *, kind: str, language: str) -> LetterTemplate | None:
+    return LetterTemplate.objects.filter(
+        partner=partner, kind=kind, language=language, status=LetterTemplate.Status.APPROVED
+    ).first()
+
+
+def render_case(
+    case: Case,
+    *,
+    kind: str = LetterKind.INITIAL,
+    language: str | None = None,
+    source: TemplateSource,
+    remediation_url: str,
+) -> RenderedLetter:
+    language = language or case.language
+    context = case_context(case, kind=kind, language=language, remediation_url=remediation_url)
+    return render_source(source, context=context, partner=case.partner, language=language)
+
+
+def render_letter_record(letter: Letter, *, remediation_url: str) -> RenderedLetter:
+    """The letter a Letter row stands for, from the template version chosen when it was queued."""
+    template = letter.template or approved_template(
+        letter.case.partner, kind=letter.kind, language=letter.language
+    )
+    if template is None:
+        raise LookupError(
+            f"No approved {letter.kind} template in {letter.language!r} for "
+            f"{letter.case.partner.country}."
+        )
+    return render_case(
+        letter.case,
+        kind=letter.kind,
+        language=letter.language,
+        source=TemplateSource.of(template),
+        remediation_url=remediation_url,
+    )
+
+
+# --- Plain text ---------------------------------------------------------------------------------
+class _TextExtractor(HTMLParser):
+    BLOCKS = {"p", "div", "section", "article", "header", "footer", "h1", "h2", "h3", "h4", "h5",
+              "h6", "ul", "ol", "table", "tr", "address", "blockquote", "figure"}  # fmt: skip
+    SKIP = {"style", "script", "head", "title"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip = 0
+        self.href: list[str | None] = []
+        self.link_text: list[str] = []
+        self.cells = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIP:
+            self.skip += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n\n")
+            self.cells = 0
+        elif tag == "br":
+            self.parts.append("\n")
+        elif tag == "li":
+            self.parts.append("\n- ")
+        elif tag in ("td", "th"):
+            self.parts.append(" | " if self.cells else "\n")
+            self.cells += 1
+        elif tag == "a":
+            self.href.append(dict(attrs).get("href"))
+            self.link_text.append("")
+        elif tag == "img" and self.skip == 0:
+            alt = dict(attrs).get("alt")
+            if alt:
+                self.parts.append(alt)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n\n")
+        elif tag == "a" and self.href:
+            href, text = self.href.pop(), self.link_text.pop()
+            if href and not href.startswith(("mailto:", "#")) and href.strip() != text.strip():
+                self.parts.append(f" <{href}>")
+
+    def handle_data(self, data: str) -> None:
+        if self.skip:
+            return
+        text = re.sub(r"\s+", " ", data)
+        if self.link_text:
+            self.link_text[-1] += text
+        self.parts.append(text)
+
+
+def html_to_text(html: str) -> str:
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    lines = [line.strip() for line in "".join(parser.parts).splitlines()]
+    text = "\n".join(lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+# --- PDF ----------------------------------------------------------------------------------------
+# A base URL that never resolves: the fetcher below answers for it from local files only.
+ASSET_BASE = "https://letter-assets.invalid/"
+
+
+def _static_only_fetcher() -> Any:
+    from weasyprint.urls import URLFetcher, URLFetcherResponse
+
+    class StaticOnlyFetcher(URLFetcher):
+        """Serves our static files, partners' letterheads and data: URIs; nothing else, ever."""
+
+        def fetch(self, url: str, headers: Any = None) -> URLFetcherResponse:
+            if url.startswith("data:"):
+                return super().fetch(url, headers)
+            path: str | None = None
+            rel = unquote(url.split("?", 1)[0].split("#", 1)[0])
+            if rel.startswith(ASSET_BASE + "static/"):
+                path = finders.find(rel.removeprefix(ASSET_BASE + "static/"))
+            elif rel.startswith(ASSET_BASE + "media/letterheads/"):
+                path = safe_join(settings.MEDIA_ROOT, rel.removeprefix(ASSET_BASE + "media/"))
+            if not path or not Path(path).is_file():
+                raise ValueError(f"letters fetch only local assets, not {url!r}")
+            kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+            return URLFetcherResponse(
+                url, body=Path(path).read_bytes(), headers={"Content-Type": kind}
+            )
+
+    return StaticOnlyFetcher()
+
+
+@lru_cache(maxsize=1)
+def _pdf_tools() -> tuple[Any, Any]:
+    from weasyprint.text.fonts import FontConfiguration
+
+    return FontConfiguration(), _static_only_fetcher()
+
+
+_IMAGE_CACHE: dict[str, Any] = {}  # letterheads and CSS images, shared across letters
+
+
+def html_to_pdf(html: str) -> bytes:
+    from weasyprint import HTML
+
+    font_config, fetcher = _pdf_tools()
+    if len(_IMAGE_CACHE) > 64:  # each QR code is a new data: URI; keep the cache small
+        _IMAGE_CACHE.clear()
+    document = HTML(string=html, base_url=ASSET_BASE, url_fetcher=fetcher)
+    return document.write_pdf(font_config=font_config, cache=_IMAGE_CACHE)
+
+
+def letter_pdf(rendered: RenderedLetter) -> bytes:
+    return html_to_pdf(rendered.pdf_html)
