@@ -12,7 +12,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("secure_your_server")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
-    task_queues=[Queue("default"), Queue("scans"), Queue("letters")],
+    # Each queue its own routing key: left blank, Celery binds all three with the default key
+    # and every message is copied into every queue.
+    task_queues=[Queue(name, routing_key=name) for name in ("default", "scans", "letters")],
     task_default_queue="default",
     # By task name: probes on `scans`, rendering and sending on `letters`, the rest on `default`.
     task_routes=[

@@ -9,7 +9,13 @@ mkdir -p var/log
 .venv/bin/celery -A config worker -B -Q default,scans,letters --concurrency 2 \
   --loglevel INFO --logfile var/log/worker.log --schedule var/celerybeat-schedule &
 worker=$!
-trap 'kill "$worker" 2>/dev/null; wait "$worker" 2>/dev/null' EXIT INT TERM
+stop_worker() {
+  # A warm shutdown first; a worker that has not exited after 10 s is stopped hard.
+  kill "$worker" 2>/dev/null || return 0
+  for _ in $(seq 20); do kill -0 "$worker" 2>/dev/null || return 0; sleep 0.5; done
+  kill -9 "$worker" 2>/dev/null || true
+}
+trap stop_worker EXIT INT TERM
 echo
 echo "Secure Your Server is running at http://$host:$port/admin/"
 echo "  admin login: admin / admin-demo-password (partner staff: see above)"

@@ -82,3 +82,24 @@ def test_it_sets_only_variables_the_settings_read() -> None:
         env = compose()["services"][name]["environment"]
         unknown = set(env) - known
         assert not unknown, f"{name} sets {unknown}, which config/settings.py never reads"
+
+
+def test_each_task_is_routed_to_exactly_one_queue() -> None:
+    from config.celery import app
+
+    queues = {q.name: q for q in app.amqp.queues.values()}
+    bindings = [(q.exchange.name, q.routing_key) for q in queues.values()]
+    assert len(set(bindings)) == len(bindings), f"queues share a binding: {bindings}"
+    router = app.amqp.router
+    for task, expected in (
+        ("scanning.probe_batch", "scans"),
+        ("letters.send_letter", "letters"),
+        ("campaign.settle_case", "default"),
+        ("sweeps.report_stuck_letters", "default"),
+    ):
+        route = router.route({}, task)
+        assert route["queue"].name == expected, task
+        receivers = [n for n, q in queues.items()
+                     if (q.exchange.name, q.routing_key) == (route["queue"].exchange.name,
+                                                             route["queue"].routing_key)]
+        assert receivers == [expected], f"{task} would land in {receivers}"
