@@ -265,17 +265,19 @@ class PartnerIsolationTestCase(BaseTestCase):
 
     def test_recent_actions_show_only_ones_own(self) -> None:
         self.client.force_login(self.alpha_staff)
-        response = self.client.post(
-            _url(Case, f"{self.alpha_case.pk}/change/"),
-            {
-                "language": "en",
-                "review_reason": "checked by alpha",
-                "next_action_at_0": "",
-                "next_action_at_1": "",
-                "events-TOTAL_FORMS": "0",
-                "events-INITIAL_FORMS": "0",
-            },
-        )
+        url = _url(Case, f"{self.alpha_case.pk}/change/")
+        page = self.client.get(url)
+        # Every inline on the page posts an empty management form: nothing in them changes.
+        data = {
+            "language": "en",
+            "review_reason": "checked by alpha",
+            "next_action_at_0": "",
+            "next_action_at_1": "",
+        }
+        for inline in page.context["inline_admin_formsets"]:
+            prefix = inline.formset.prefix
+            data.update({f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"})
+        response = self.client.post(url, data)
         self.assertEqual(
             response.status_code,
             302,
