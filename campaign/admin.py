@@ -406,16 +406,52 @@ class ImportBatchAdmin(LeadOnlyAdmin):
     list_filter = ("format", "status")
     search_fields = ("file_name",)
     date_hierarchy = "created_at"
+    # A batch is a record of what a file did: nothing on it is edited; new ones come from the
+    # "Import targets" page (the add page redirects there).
     readonly_fields = (
+        "file_name",
+        "format",
+        "status",
+        "campaign",
+        "uploaded_by",
         "rows_total",
         "rows_kept",
         "rows_rejected",
-        "errors",
+        "rejected_rows",
         "failure",
         "created_at",
         "finished_at",
     )
-    exclude = ("targets",)
+    exclude = ("targets", "errors")
+    change_list_template = "admin/campaign/importbatch/change_list.html"
+    # Imported here, not lazily: it registers the `campaign.import_targets` task in workers too.
+    from campaign.intake import admin_views as intake_views
+
+    def get_urls(self) -> list[Any]:
+        from django.urls import path
+
+        view = self.admin_site.admin_view(self.import_view)
+        return [path("import/", view, name="campaign_importbatch_import"), *super().get_urls()]
+
+    def import_view(self, request: HttpRequest) -> Any:
+        return self.intake_views.import_view(self, request)
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
+        from django.shortcuts import redirect
+
+        return redirect("admin:campaign_importbatch_import")
+
+    @admin.display(description="Rejected rows")
+    def rejected_rows(self, obj: ImportBatch) -> str:
+        return self.intake_views.error_table(obj)
+
+    actions = ("scan_batch_targets",)
+
+    @admin.action(description="Scan the targets of these imports", permissions=["scan"])
+    def scan_batch_targets(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for batch in queryset:
+            ids = list(batch.targets.values_list("id", flat=True))
+            self.start_scan(request, ids, f"import {batch.file_name} (#{batch.pk})")
 
 
 @admin.register(CaseSequence)

@@ -22,3 +22,7 @@ def attribute_targets(target_ids: list[int]) -> dict[str, int]:
 
     targets = Target.objects.filter(id__in=target_ids).order_by("id")
     return services.targets_attribute(targets=targets).counts()
+
+
+# Celery discovers campaign/tasks.py only; the intake task lives with the intake code.
+from campaign.intake.tasks import import_targets  # noqa: E402,F401

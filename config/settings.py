@@ -188,6 +188,9 @@ else:
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Secure Your Server <advisory@localhost>")
 # Remediation links stay valid this many days after their campaign ends.
 REMEDIATION_LINK_GRACE_DAYS = env_int("REMEDIATION_LINK_GRACE_DAYS", 30, minimum=0)
+# "I fixed it - check again" on a remediation page: at most one re-probe per case per this many
+# seconds.
+RECHECK_MIN_INTERVAL = env_int("RECHECK_MIN_INTERVAL", 10 * 60, minimum=0)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- Scanner and canary -------------------------------------------------------------------------
@@ -196,6 +199,8 @@ SCANNER_NAME = env_str("SCANNER_NAME", "scanner.secure-your-server.invalid")
 SCANNER_OPERATOR = env_str("SCANNER_OPERATOR", "the lead agency of the Secure Your Server campaign")
 SCANNER_CONTACT_EMAIL = env_str("SCANNER_CONTACT_EMAIL", "scanner@localhost")
 SCANNER_SOURCE_ADDRESSES = env_list("SCANNER_SOURCE_ADDRESSES", [])
+# The address campaign scans bind as their source; empty: the system's choice.
+SCAN_SOURCE_ADDRESS = env_str("SCAN_SOURCE_ADDRESS")
 CANARY_DOMAIN = env_str("CANARY_DOMAIN")
 if CANARY_DOMAIN.lower().rstrip(".").endswith(".invalid"):
     raise ImproperlyConfigured(
@@ -215,6 +220,11 @@ ATTRIBUTION_DNS_SERVER = env_host_port("ATTRIBUTION_DNS_SERVER", "")
 # A scan that finds an open server of unknown owner queues its attribution (DNS and RDAP).
 ATTRIBUTE_AFTER_SCAN = env_bool("ATTRIBUTE_AFTER_SCAN", True)
 ATTRIBUTION_DNS_TIMEOUT = env_int("ATTRIBUTION_DNS_TIMEOUT", 5, minimum=1)
+
+# Intake: mail domains of our own receiving hosts (skipped as relay hops in spam samples), and
+# the largest admin upload imported during the request (bigger ones go to a worker).
+INTAKE_OWN_DOMAINS = env_list("INTAKE_OWN_DOMAINS", [])
+INTAKE_SYNC_MAX_BYTES = env_int("INTAKE_SYNC_MAX_BYTES", 4 * 1024 * 1024, minimum=0)
 
 # Campaign scans: batch size, manners and bounds (PROBES.md). Tests shrink the waits to seconds.
 SCAN_BATCH_SIZE = env_int("SCAN_BATCH_SIZE", 50, minimum=1)
