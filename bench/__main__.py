@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = {
     "probes": "bench.probe_bench",
     "import": "bench.import_bench",
+    "cases": "bench.cases_bench",
     "letters": "bench.letters_bench",
 }
 
