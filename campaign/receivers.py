@@ -9,12 +9,15 @@ from django.dispatch import receiver
 
 from campaign import services
 from campaign.models import Attribution, Campaign
-from scanning.models import OPEN_VERDICTS, Finding
+from scanning.models import OPEN_VERDICTS, Finding, Verdict
 from scanning.signals import finding_recorded
 
 
 @receiver(finding_recorded)
 def on_finding_recorded(sender: Any, finding: Finding, **kwargs: Any) -> None:
+    if finding.verdict == Verdict.CLOSED:  # a re-probe: the server of an open case is fixed
+        services.case_apply_recheck_result(finding=finding)
+        return
     if finding.verdict not in OPEN_VERDICTS:
         return
     attribution = (

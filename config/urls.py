@@ -9,4 +9,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("anymail/", include("anymail.urls")),
     path("scanning/", include("scanning.urls")),
+    path("r/", include("letters.urls")),
 ]

@@ -151,6 +151,7 @@ async def _probe_targets(
     options = runner.ScanOptions(
         allow_private=settings.SCAN_ALLOW_PRIVATE,
         confirm=batch.scan_run.confirm_relays,
+        source=settings.SCAN_SOURCE_ADDRESS or None,
         scanner_name=settings.SCANNER_NAME,
         user_agent=probe_environment().user_agent,
         limits=scan_limits(),

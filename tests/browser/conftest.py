@@ -37,6 +37,14 @@ def browser() -> Iterator[object]:
                 "--disable-component-update",
                 "--disable-sync",
                 "--no-first-run",
+                "--disable-domain-reliability",
+                "--no-pings",
+                "--disable-breakpad",
+                "--disable-features=AutofillServerCommunication,OptimizationHints,Translate,"
+                "MediaRouter,CertificateTransparencyComponentUpdater",
+                # Pages under test use IP literals; any name Chromium looks up on its own
+                # (accounts, autofill) resolves to nothing instead of asking the network.
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
             ],
         )
         yield browser

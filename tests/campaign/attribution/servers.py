@@ -12,7 +12,7 @@ import socket
 import tempfile
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
+
+from tests.loopback_http import LoopbackHTTPServer
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "rdap"
 
@@ -51,7 +53,7 @@ class RdapServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.httpd = LoopbackHTTPServer((host, 0), Handler)  # no PTR lookup of its address
         self.httpd.daemon_threads = True
         self.host, self.port = host, self.httpd.server_address[1]
         self.thread = threading.Thread(

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from letters import views
+
+app_name = "remediation"
+urlpatterns = [
+    path("<str:token>/", views.remediation_page, name="page"),
+    path("<str:token>/status.json", views.remediation_status, name="status"),
+]
