@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip 2>/dev/null || true
-	$(PY) -m pip install --quiet -e '.[test]'
+	@$(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
 # Fonts and libraries WeasyPrint needs for letters in every language (Noto, CJK included).
@@ -30,7 +30,11 @@ run: install system-deps
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install
+# Prints one JSON report on stdout (progress goes to stderr). Installs Debian's nmap for the
+# side-by-side comparison when it may.
+bench: install system-deps
+	@bash scripts/bench-deps.sh >&2
+	@bash .ci/install-peers.sh >&2 || echo "real peers unavailable: the bench skips them" >&2
 	@$(PY) -m bench
 
 lint: install
