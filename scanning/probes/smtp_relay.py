@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import hashlib
 import ipaddress
 import re
@@ -101,6 +102,7 @@ class _Conn:
     buf: bytearray = field(default_factory=bytearray)
 
 
+@functools.lru_cache(maxsize=1)  # building a context costs ~30 ms of CPU; one serves every probe
 def _tls_context() -> ssl.SSLContext:
     # We observe, we don't trust: no verification, and old protocols allowed so that a server
     # that only speaks TLS 1.0 is still examined rather than skipped.
@@ -543,11 +545,15 @@ class _SmtpProbe:
 
     async def _try(self, conn: _Conn, v: _Variant) -> None:
         v.mail_code = v.mail_text = v.rcpt_code = v.rcpt_text = None
+        # "error" until a reply says otherwise: a timeout or a hang-up mid-variant must never
+        # leave the MAIL step's "accepted" standing for a RCPT that was never answered.
+        v.outcome = "error"
         reply = await self._command(conn, f"MAIL FROM:{v.mail_from}")
         v.mail_code, v.mail_text = reply.code, reply.text
         v.outcome = self._classify(reply, conn)
         if v.outcome != "accepted":
             return
+        v.outcome = "error"
         reply = await self._command(conn, f"RCPT TO:{v.rcpt_to}")
         v.rcpt_code, v.rcpt_text = reply.code, reply.text
         v.outcome = self._classify(reply, conn)

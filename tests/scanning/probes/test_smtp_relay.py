@@ -506,3 +506,43 @@ def test_it_retries_a_demanded_starttls_after_a_failed_optional_one() -> None:
     # Optional TLS failed, plain text met a STARTTLS demand, the demanded TLS failed too.
     assert trap.state.connections == 3
     assert result.duration_ms < LIMITS.exchange_timeout * 1000
+
+
+def test_a_rcpt_left_unanswered_after_an_accepted_mail_is_not_an_acceptance() -> None:
+    # A closed server under load: MAIL FROM gets 250, the RCPT reply never comes. That is
+    # something in the way (inconclusive), never an accepted relay variant.
+    async def main() -> ProbeResult:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 slow.example ESMTP\r\n")
+            await writer.drain()
+            while line := await reader.readline():
+                command = line.decode(errors="replace").strip().upper()
+                if command.startswith(("EHLO", "HELO")):
+                    writer.write(b"250 slow.example\r\n")
+                elif command.startswith(("MAIL", "RSET")):
+                    writer.write(b"250 2.1.0 Ok\r\n")
+                elif command.startswith("RCPT"):
+                    await asyncio.sleep(60)  # the reply that never comes
+                elif command.startswith("QUIT"):
+                    writer.write(b"221 Bye\r\n")
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.22.90", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await probe_smtp(
+                "127.0.22.90",
+                port,
+                target=f"127.0.22.90:{port}",
+                canary=canary(),
+                hits=MemoryHitStore(),
+                limits=LIMITS,
+                source="127.0.22.91",
+            )
+        finally:
+            server.close()
+
+    result = asyncio.run(main())
+    assert result.verdict == Verdict.INCONCLUSIVE
+    assert all(v["outcome"] != "accepted" for v in result.details["variants"])
