@@ -872,14 +872,25 @@ async def _socks4_test(probe: _Probe, test: _Test, host: str, port: int, remote_
         if reply[1] != 0x5A:
             test.handshake = f"socks-{SOCKS4_REPLIES[reply[1]]}"
             return
-        test.handshake = "socks-granted"
-        test.granted = True
-        try:
-            await probe.tunnel_get(reader, writer, test, _hostport(host, port))
-        except _Fail as exc:
-            sess.transcript.note(f"{test.name}: {exc.note} through the tunnel")
+        await _through_granted_tunnel(probe, test, reader, writer, _hostport(host, port))
     finally:
         await _close(writer)
+
+
+async def _through_granted_tunnel(
+    probe: _Probe,
+    test: _Test,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    destination: str,
+) -> None:
+    """A SOCKS grant proves nothing by itself: ask the canary through the tunnel."""
+    test.handshake = "socks-granted"
+    test.granted = True
+    try:
+        await probe.tunnel_get(reader, writer, test, destination)
+    except _Fail as exc:
+        probe.sess.transcript.note(f"{test.name}: {exc.note} through the tunnel")
 
 
 async def probe_socks4(
@@ -956,12 +967,7 @@ async def _socks5_test(probe: _Probe, test: _Test, host: str, port: int, by_name
         if head[1] != 0:
             test.handshake = f"socks-{SOCKS5_REPLIES.get(head[1], 'error')}"
             return
-        test.handshake = "socks-granted"
-        test.granted = True
-        try:
-            await probe.tunnel_get(reader, writer, test, _hostport(host, port))
-        except _Fail as exc:
-            sess.transcript.note(f"{test.name}: {exc.note} through the tunnel")
+        await _through_granted_tunnel(probe, test, reader, writer, _hostport(host, port))
     finally:
         await _close(writer)
 
