@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 
 from campaign import selectors, services
 from campaign.admin_base import LeadOnlyAdmin, PartnerScopedAdmin, SharedReadOnlyAdmin
+from campaign.intake import admin_views as intake_views
 from campaign.models import (
     Attribution,
     Campaign,
@@ -424,8 +425,6 @@ class ImportBatchAdmin(LeadOnlyAdmin):
     )
     exclude = ("targets", "errors")
     change_list_template = "admin/campaign/importbatch/change_list.html"
-    # Imported here, not lazily: it registers the `campaign.import_targets` task in workers too.
-    from campaign.intake import admin_views as intake_views
 
     def get_urls(self) -> list[Any]:
         from django.urls import path
@@ -434,7 +433,7 @@ class ImportBatchAdmin(LeadOnlyAdmin):
         return [path("import/", view, name="campaign_importbatch_import"), *super().get_urls()]
 
     def import_view(self, request: HttpRequest) -> Any:
-        return self.intake_views.import_view(self, request)
+        return intake_views.import_view(self, request)
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
         from django.shortcuts import redirect
@@ -443,7 +442,7 @@ class ImportBatchAdmin(LeadOnlyAdmin):
 
     @admin.display(description="Rejected rows")
     def rejected_rows(self, obj: ImportBatch) -> str:
-        return self.intake_views.error_table(obj)
+        return intake_views.error_table(obj)
 
     actions = ("scan_batch_targets",)
 

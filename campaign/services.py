@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F, Q
@@ -211,8 +212,6 @@ def case_last_recheck(case: Case) -> CaseEvent | None:
 @transaction.atomic
 def case_request_recheck(*, case: Case, actor_label: str = "recipient") -> ScanRun:
     """Queue a re-probe of the case's own targets, at most once per RECHECK_MIN_INTERVAL."""
-    from django.conf import settings
-
     from scanning.services import scan_run_start
 
     # The lock serialises two clicks at once: the second sees the first one's event.
