@@ -314,6 +314,30 @@ def _back(request: HttpRequest, language: str, anchor: str) -> HttpResponse:
     return redirect(f"{request.path}?lang={language}#{anchor}", permanent=False)
 
 
+# The recipient's forms: action -> (form, its name on the page, anchor to return to, service).
+# Each service only records and queues for review; nothing the visitor types is probed.
+FORM_ACTIONS: dict[str, tuple[Any, str, str, Any]] = {
+    "not_mine": (
+        NotMineForm, "not_mine_form", "correction",
+        lambda case, link, data: campaign_services.case_correction(
+            case=case, kind="not_mine", note=data["note"].strip()
+        ),
+    ),
+    "other_contact": (
+        OtherContactForm, "contact_form", "correction",
+        lambda case, link, data: campaign_services.case_correction(
+            case=case, kind="other_contact", email=data["email"]
+        ),
+    ),
+    "optout": (
+        OptOutForm, "optout_form", "optout",
+        lambda case, link, data: campaign_services.case_opt_out(
+            case=case, email=_recipient_email(link), reason=data["reason"].strip()
+        ),
+    ),
+}
+
+
 # --- Views --------------------------------------------------------------------------------------
 @public_page
 @require_http_methods(["GET", "POST"])
@@ -336,36 +360,15 @@ def remediation_page(request: HttpRequest, token: str) -> HttpResponse:
             message = _fill(strings["check_rate_limited"], minutes=minutes)
             return _page(request, link, language=language, message=message, status=429)
         return _back(request, language, "check")
-    if action == "not_mine":
-        not_mine = NotMineForm(request.POST, strings=strings)
-        with translation.override(language):
-            valid = not_mine.is_valid()
-        if not valid:
-            return _page(request, link, language=language, not_mine_form=not_mine, status=400)
-        campaign_services.case_correction(
-            case=case, kind="not_mine", note=not_mine.cleaned_data["note"].strip()
-        )
-        return _back(request, language, "correction")
-    if action == "other_contact":
-        form = OtherContactForm(request.POST, strings=strings)
-        with translation.override(language):
+    if action in FORM_ACTIONS:
+        form_class, form_name, anchor, act = FORM_ACTIONS[action]
+        form = form_class(request.POST, strings=strings)
+        with translation.override(language):  # Django's error texts in the page's language
             valid = form.is_valid()
         if not valid:
-            return _page(request, link, language=language, contact_form=form, status=400)
-        campaign_services.case_correction(
-            case=case, kind="other_contact", email=form.cleaned_data["email"]
-        )
-        return _back(request, language, "correction")
-    if action == "optout":
-        form = OptOutForm(request.POST, strings=strings)
-        with translation.override(language):
-            valid = form.is_valid()
-        if not valid:
-            return _page(request, link, language=language, optout_form=form, status=400)
-        campaign_services.case_opt_out(
-            case=case, email=_recipient_email(link), reason=form.cleaned_data["reason"].strip()
-        )
-        return _back(request, language, "optout")
+            return _page(request, link, language=language, status=400, **{form_name: form})
+        act(case, link, form.cleaned_data)
+        return _back(request, language, anchor)
     return _page(request, link, language=language, status=400)
 
 
