@@ -44,7 +44,7 @@ def browser() -> Iterator[object]:
                 "MediaRouter,CertificateTransparencyComponentUpdater",
                 # Pages under test use IP literals; any name Chromium looks up on its own
                 # (accounts, autofill) resolves to nothing instead of asking the network.
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
             ],
         )
         yield browser
