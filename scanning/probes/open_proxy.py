@@ -137,6 +137,7 @@ class _Test:
     error_status: TransportStatus | None = None
     hits: list[CanaryHit] = field(default_factory=list)
     anonymity: str | None = None
+    reply_waited_out: bool = False  # the request's reply timeout elapsed: the canary had time
 
     def as_dict(self) -> dict[str, Any]:
         exit_ips = sorted({h.peer_ip for h in self.hits})
@@ -454,7 +455,11 @@ class _Probe:
         token = test.token or ""
         data, shown = _request("GET", f"/c/{token}", host, self.user_agent)
         await self.sess.send(writer, data, shown)
-        reply = await _read_reply(self.sess, reader, with_body=True)
+        try:
+            reply = await _read_reply(self.sess, reader, with_body=True)
+        except _Fail as exc:
+            test.reply_waited_out = exc.reason == Reason.TIMEOUT
+            raise
         test.status = reply.status
         test.headers = dict(reply.headers)
         test.body_sha256 = hashlib.sha256(reply.body).hexdigest()
@@ -468,8 +473,13 @@ class _Probe:
         # A canary in another process may record a moment after it answered: one short grace.
         # A tunnel's status before a grant is a SOCKS byte (0xFF = 255 is no "2xx"); a tunnel
         # that carried our request was granted.
+        # A test whose reply timeout ran out already gave the canary that long: no grace for it.
         waiting = [
-            t for t in asked if not t.hits and (t.granted or (not t.tunnel and _is_2xx(t.status)))
+            t
+            for t in asked
+            if not t.hits
+            and not t.reply_waited_out
+            and (t.granted or (not t.tunnel and _is_2xx(t.status)))
         ]
         if waiting:
             grace = min(1.0, self.limits.reply_timeout / 2)
