@@ -324,3 +324,30 @@ class PartnerIsolationTestCase(BaseTestCase):
             )
         with self.assertNumQueries(11):  # none per row
             self.client.get(_url(Case))
+
+
+class CustomAdminViewsIsolationTestCase(BaseTestCase):
+    """The admin's own extra pages (template preview and approval, the import page) answer
+    another partner's staff as if the object did not exist."""
+
+    def test_beta_cannot_preview_or_approve_alpha_templates(self) -> None:
+        template = LetterTemplate.objects.create(
+            partner=self.alpha,
+            kind="initial",
+            language="en",
+            subject="Alpha advisory",
+            body_html="<p>{{ owner_name }}</p>",
+        )
+        self.client.force_login(self.beta_staff)
+        base = f"/admin/letters/lettertemplate/{template.pk}"
+        for fmt in ("html", "pdf"):
+            self.assertEqual(self.client.get(f"{base}/preview/{fmt}/").status_code, 404)
+        self.assertEqual(self.client.post(f"{base}/approve/").status_code, 404)
+        template.refresh_from_db()
+        self.assertEqual(template.status, "draft")
+        self.client.force_login(self.alpha_staff)
+        self.assertEqual(self.client.get(f"{base}/preview/html/").status_code, 200)
+
+    def test_partner_staff_cannot_open_the_import_page(self) -> None:
+        self.client.force_login(self.beta_staff)
+        self.assertEqual(self.client.get("/admin/campaign/importbatch/import/").status_code, 403)
