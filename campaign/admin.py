@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
@@ -330,6 +331,42 @@ class CaseAdmin(PartnerScopedAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).prefetch_related("findings")
+
+    change_list_template = "admin/campaign/case/change_list.html"
+
+    def get_urls(self) -> list[Any]:
+        from django.urls import path
+
+        export = self.admin_site.admin_view(self.export_view)
+        return [path("export/", export, name="campaign_case_export"), *super().get_urls()]
+
+    def export_view(self, request: HttpRequest) -> Any:
+        """The case list as the user sees it (scope and filters), as CSV, JSON or XLSX."""
+        import io
+
+        from django.http import FileResponse, HttpResponseBadRequest, StreamingHttpResponse
+
+        from campaign import exports
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        fmt = request.GET.get("format", "csv")
+        if fmt not in ("csv", "json", "xlsx"):
+            return HttpResponseBadRequest("format must be csv, json or xlsx")
+        params = request.GET.copy()
+        params.pop("format", None)
+        request.GET = params  # the changelist reads its filters from here
+        rows = exports.case_rows(self.get_changelist_instance(request).get_queryset(request))
+        if fmt == "xlsx":
+            buffer = io.BytesIO()
+            exports.write_xlsx(rows, buffer)
+            buffer.seek(0)
+            return FileResponse(buffer, as_attachment=True, filename="cases.xlsx")
+        lines = exports.csv_lines(rows) if fmt == "csv" else exports.json_lines(rows)
+        content_type = "text/csv" if fmt == "csv" else "application/json"
+        response = StreamingHttpResponse(lines, content_type=f"{content_type}; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="cases.{fmt}"'
+        return response
 
     def save_model(self, request: HttpRequest, obj: Case, form: Any, change: bool) -> None:
         if not change:
