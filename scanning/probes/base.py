@@ -158,6 +158,8 @@ class Transcript:
         if len(self.lines) >= TRANSCRIPT_MAX_LINES:
             self.truncated = True
             return
+        if self.secrets:  # before the cap, which could cut a secret and leave its head readable
+            text = self._pattern().sub("[REDACTED]", text)
         if len(text) > TRANSCRIPT_MAX_LINE_CHARS:
             text = text[:TRANSCRIPT_MAX_LINE_CHARS] + "…"
         t_ms = int((time.monotonic() - self.started) * 1000)
@@ -172,12 +174,16 @@ class Transcript:
     def note(self, text: str) -> None:
         self.add("!", text)
 
+    def _pattern(self) -> re.Pattern[str]:
+        # Case-insensitive: a server may echo a hex token or answer upper-cased.
+        return re.compile(
+            "|".join(re.escape(s) for s in sorted(self.secrets, key=len, reverse=True)), re.I
+        )
+
     def redacted(self) -> list[dict[str, Any]]:
         if not self.secrets:
             return [asdict(line) for line in self.lines]
-        pattern = re.compile(
-            "|".join(re.escape(s) for s in sorted(self.secrets, key=len, reverse=True))
-        )
+        pattern = self._pattern()
         return [
             {
                 "t_ms": line.t_ms,

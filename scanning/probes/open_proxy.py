@@ -616,7 +616,9 @@ def _judge(probe: _Probe) -> tuple[Verdict, list[Reason], TransportStatus]:
         if root and root.status == bogus.status and root.body_sha256 == bogus.body_sha256:
             reasons.append(Reason.SAME_PAGE_FOR_BOGUS_HOST)
     if fatal and not judged:
-        if fatal.status is TransportStatus.CONNECTION_REFUSED:
+        # A refused port is closed; a port that answered and then refused is only in the way.
+        answered = any(t.handshake not in ("not-run", "failed") for t in probe.tests)
+        if fatal.status is TransportStatus.CONNECTION_REFUSED and not answered:
             return Verdict.CLOSED, [Reason.CONNECT_FAILED], fatal.status
         if fatal.reason is Reason.GARBAGE_REPLY:
             return Verdict.NOT_APPLICABLE, [Reason.GARBAGE_REPLY], fatal.status

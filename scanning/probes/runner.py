@@ -63,6 +63,8 @@ _DOCUMENTATION = tuple(
 _PRIVATE = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 )
+# IETF protocol assignments: Python 3.11 calls only parts of this /24 private.
+_IETF_ASSIGNMENTS = ipaddress.ip_network("192.0.0.0/24")
 
 
 class TargetError(ValueError):
@@ -149,6 +151,11 @@ def refuse_reason(ip: str | IPAddress, allow_private: bool) -> str | None:
     addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return refuse_reason(addr.ipv4_mapped, allow_private)  # ::ffff:10.0.0.1 is 10.0.0.1
+    if isinstance(addr, ipaddress.IPv6Address) and addr.sixtofour is not None:
+        # 2002:0a00:0001:: is 6to4 around 10.0.0.1: the packets end there.
+        embedded = refuse_reason(addr.sixtofour, allow_private)
+        if embedded:
+            return f"6to4 around {embedded}"
     if addr.is_unspecified:
         return "unspecified"
     if addr.is_loopback:
@@ -159,6 +166,8 @@ def refuse_reason(ip: str | IPAddress, allow_private: bool) -> str | None:
         return "multicast"
     if isinstance(addr, ipaddress.IPv4Address) and addr in _CGNAT:
         return "shared address space (CGNAT)"
+    if isinstance(addr, ipaddress.IPv4Address) and addr in _IETF_ASSIGNMENTS:
+        return "reserved"
     if any(addr in net for net in _DOCUMENTATION):
         return "documentation"
     if any(addr in net for net in _PRIVATE):
@@ -210,6 +219,14 @@ def spoke(result: ProbeResult) -> bool:
         return bool(result.details.get("banner"))
     tests = result.details.get("tests") or []
     return any(t.get("handshake") not in ("not-run", "failed", None) for t in tests)
+
+
+def _host_ip(ip: str) -> str:
+    """The address a connection really reaches: ::ffff:192.0.2.1 is 192.0.2.1."""
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
 
 
 def network_key(ip: str, *, v4_prefix: int = 24, v6_prefix: int = 48) -> str:
@@ -401,7 +418,7 @@ class Scanner:
                 "not probed: the batch self-check reached something that is not our canary",
             )
             return [result]
-        lock = self._ip_locks.setdefault(target.ip, asyncio.Lock())
+        lock = self._ip_locks.setdefault(_host_ip(target.ip), asyncio.Lock())
         async with lock:  # one connection at a time per target IP
             if chosen != AUTO:
                 return [await self._probe(target, Protocol(chosen), token)]
@@ -416,16 +433,20 @@ class Scanner:
     async def _excluded(self, ip: str) -> bool:
         if self.is_excluded is None:
             return False
-        answer = self.is_excluded(ip)
-        if inspect.isawaitable(answer):
-            answer = await answer
-        return bool(answer)
+        # An IPv4-mapped target is asked about in both forms: the list may hold either.
+        for form in dict.fromkeys((ip, _host_ip(ip))):
+            answer = self.is_excluded(form)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if answer:
+                return True
+        return False
 
     @contextlib.asynccontextmanager
     async def _turn(self, target: Target) -> AsyncIterator[None]:
         """Wait for the network's rate and a global slot; the caller holds the IP's lock."""
         key = network_key(
-            target.ip, v4_prefix=self.options.v4_prefix, v6_prefix=self.options.v6_prefix
+            _host_ip(target.ip), v4_prefix=self.options.v4_prefix, v6_prefix=self.options.v6_prefix
         )
         bucket = self._buckets.get(key)
         if bucket is None:

@@ -68,6 +68,11 @@ class _Reconnect(Exception):
     """The server demanded STARTTLS, or an optional STARTTLS failed: start a fresh connection."""
 
 
+
+# Recipient forms whose route depends on a name the server declared itself (its banner): the
+# test message is never sent through them, since that name may belong to anyone.
+ROUTED_BY_SERVER_WORD = frozenset({"rcpt-percent-host"})
+
 @dataclass
 class _Reply:
     code: int
@@ -405,6 +410,10 @@ class _SmtpProbe:
             raise _Stop(TransportStatus.SUCCESS, Reason.TEMP_REJECT_4XX, f"EHLO {reply.code}")
         self.reason(Reason.HELO_FALLBACK)
         helo = await self._command(conn, f"HELO {self.scanner_name}")
+        if 400 <= helo.code < 500:
+            self.reason(Reason.TEMP_REJECT_4XX)
+            self._note_retry(helo.text)
+            raise _Stop(TransportStatus.SUCCESS, Reason.TEMP_REJECT_4XX, f"HELO {helo.code}")
         if helo.code != 250:
             raise _Stop(TransportStatus.SUCCESS, Reason.GREETING_REJECTED, f"HELO {helo.code}")
         return _Reply(helo.code, helo.lines[:1])
@@ -621,10 +630,16 @@ class _SmtpProbe:
             try:
                 await self._try(conn, v)
                 if v.outcome == "accepted" and v.kind != "control":
-                    if self.confirm and self.data is None:
-                        await self._send_data(conn, v)
-                    if not self.full:
-                        break
+                    if v.name in ROUTED_BY_SERVER_WORD:
+                        # The host in this form is whatever name the server gave in its banner;
+                        # a message sent this way could reach a third party. Never confirm it;
+                        # go on, so a form routed to our canary or the server's IP can be.
+                        self.transcript.note(f"{v.name} accepted; not used for the test message")
+                    else:
+                        if self.confirm and self.data is None:
+                            await self._send_data(conn, v)
+                        if not self.full:
+                            break
                 await self._command(conn, "RSET")
             except _Reconnect:
                 self.transcript.note("server demands STARTTLS; reconnecting to use it")
@@ -768,7 +783,7 @@ async def probe_smtp(
         "bytes_read": probe.bytes_read,
         "stopped": probe.stop.note if probe.stop else None,
     }
-    pattern = re.compile(re.escape(probe.token))
+    pattern = re.compile(re.escape(probe.token), re.I)  # a server may echo it upper-cased
     return ProbeResult(
         target=target,
         ip=ip,
