@@ -256,6 +256,18 @@ def letter_next_contact(case: Case, *, kind: str = LetterKind.INITIAL) -> Contac
     return None
 
 
+IN_FLIGHT = (Letter.Status.QUEUED, Letter.Status.SENDING)
+LIVE = (*IN_FLIGHT, Letter.Status.SENT, Letter.Status.DELIVERED)
+
+
+def _superseded(letter: Letter) -> bool:
+    """A later letter of this kind for the case is on its way or went out: staff (or a bounce)
+    moved on to another contact, so this one must not lead to a second letter."""
+    return Letter.objects.filter(
+        case_id=letter.case_id, kind=letter.kind, pk__gt=letter.pk, status__in=LIVE
+    ).exists()
+
+
 def letter_queue_refusal(
     case: Case, *, kind: str = LetterKind.INITIAL, fresh: bool = False
 ) -> str | None:
@@ -263,6 +275,9 @@ def letter_queue_refusal(
     allowed = {Case.Status.READY} if fresh and kind == LetterKind.INITIAL else QUEUEABLE[kind]
     if case.status not in allowed:
         return f"its status is “{case.get_status_display()}”"
+    # The case stays `ready` until the letter is sent: a second click would pick the next contact.
+    if Letter.objects.filter(case=case, kind=kind, status__in=IN_FLIGHT).exists():
+        return f"a {kind} letter is on its way already"
     if owner_is_suppressed(case.server_owner):
         return "the owner or its contacts asked not to be written to"
     if rendering.approved_template(case.partner, kind=kind, language=case.language) is None:
@@ -327,6 +342,8 @@ def letter_queue(
 @transaction.atomic
 def letter_retry(*, letter: Letter, actor: AbstractBaseUser | None = None) -> bool:
     """A FAILED letter goes back to the queue (same recipient, same row)."""
+    if _superseded(letter):
+        return False
     moved = Letter.objects.filter(pk=letter.pk, status=Letter.Status.FAILED).update(
         status=Letter.Status.QUEUED, status_changed_at=timezone.now(), error=""
     )
@@ -379,6 +396,17 @@ def _letter_requeued(letter: Letter, error: str) -> None:
     )
 
 
+def _send_refusal(letter: Letter) -> str | None:
+    """Checked again at send time: the case or its owner may have changed since queueing."""
+    if email_is_suppressed(letter.recipient_email):
+        return "The recipient asked not to be written to (suppressed)."
+    if _active_suppressions().filter(server_owner_id=letter.case.server_owner_id).exists():
+        return "The owner asked not to be written to (suppressed)."
+    if letter.case.status not in QUEUEABLE[LetterKind(letter.kind)]:
+        return f"The case is “{letter.case.get_status_display()}” now: not sent."
+    return None
+
+
 def letter_send(*, letter_id: int, last_attempt: bool = False) -> None:
     # Claim first, outside any transaction: one worker moves QUEUED -> SENDING and commits
     # before the network call; a redelivered task or a second worker then finds nothing to do.
@@ -391,8 +419,9 @@ def letter_send(*, letter_id: int, last_attempt: bool = False) -> None:
         "case__partner", "case__server_owner", "case__campaign", "template"
     ).get(id=letter_id)
     try:
-        if email_is_suppressed(letter.recipient_email):
-            _letter_failed(letter, "The recipient asked not to be written to (suppressed).")
+        refusal = _send_refusal(letter)
+        if refusal:
+            _letter_failed(letter, refusal)
             return
         # A retry renders again: the link of an attempt that never left is dropped.
         letter.remediation_links.all().delete()
@@ -430,7 +459,7 @@ def letter_mark_sent(*, letter: Letter, esp_message_id: str, pdf: bytes) -> None
             f"letters/{timezone.now():%Y/%m}/{letter.case.reference}-{letter.public_id}.pdf",
             ContentFile(pdf),
         )
-    except OSError:
+    except Exception:  # any storage error: the letter went out and must not stay SENDING
         logger.exception("Letter %s was sent but its PDF could not be stored.", letter.public_id)
     now = timezone.now()
     with transaction.atomic():
@@ -484,7 +513,7 @@ def stable_event_id(esp: str, event: AnymailTrackingEvent, raw: Any) -> str:
     if event.event_id:
         event_id = str(event.event_id)
         if esp == "amazon_ses" and event.recipient:  # one SNS notification, many recipients
-            event_id = f"{event_id}:{event.recipient.lower()}"
+            event_id = f"{event_id}:{str(event.recipient).lower()}"
         return event_id[:255]
     canonical = json.dumps(
         {"raw": raw, "type": event.event_type, "recipient": event.recipient},
@@ -543,6 +572,18 @@ def _letter_for(event: AnymailTrackingEvent) -> Letter | None:
     return None
 
 
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _bounce_kind_or_none(esp: str, event: AnymailTrackingEvent, raw: Any) -> str:
+    try:
+        return bounce_kind(esp, event, raw)
+    except (TypeError, AttributeError, ValueError):  # a malformed payload: stored, not applied
+        logger.warning("Tracking event from %s: bounce kind unreadable", esp)
+        return ""
+
+
 def delivery_event_record(*, esp_name: str, event: AnymailTrackingEvent) -> DeliveryEvent | None:
     """Store a tracking event once and apply it. Returns None for a duplicate. Raises only on
     transient database errors, so that the ESP retries."""
@@ -552,10 +593,11 @@ def delivery_event_record(*, esp_name: str, event: AnymailTrackingEvent) -> Deli
         "esp": esp,
         "event_id": stable_event_id(esp, event, raw),
         "event_type": str(event.event_type or "unknown")[:20],
-        "message_id": (event.message_id or "")[:255],
-        "recipient": (event.recipient or "")[:254],
-        "bounce_kind": bounce_kind(esp, event, raw),
-        "description": event.description or event.mta_response or "",
+        # ESP payloads are untrusted: a number where a string belongs must not 500 the webhook.
+        "message_id": _text(event.message_id)[:255],
+        "recipient": _text(event.recipient)[:254],
+        "bounce_kind": _bounce_kind_or_none(esp, event, raw),
+        "description": _text(event.description or event.mta_response),
         "occurred_at": event.timestamp,
         "raw": raw if isinstance(raw, dict) else {"event": raw},
     }
@@ -638,7 +680,20 @@ def _apply_delivery_event(record: DeliveryEvent) -> None:
 
 
 def _queue_next_contact(case: Case, bounced: Letter) -> None:
-    case = Case.objects.select_related("partner", "server_owner").get(pk=case.pk)
+    # Locked before looking for a later letter: a staff resend holds this lock while it queues.
+    case = (
+        Case.objects.select_for_update(of=("self",))
+        .select_related("partner", "server_owner")
+        .get(pk=case.pk)
+    )
+    if _superseded(bounced):  # staff resent to the next contact before this bounce arrived
+        case_record_event(
+            case=case,
+            kind=CaseEvent.Kind.NOTE,
+            actor_label="bounce",
+            note="No letter to the next contact: a later letter of this kind is out or queued.",
+        )
+        return
     try:
         letter_queue(
             case=case,
