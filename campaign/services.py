@@ -7,11 +7,20 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from campaign import workflow
-from campaign.models import Campaign, Case, CaseEvent, CaseSequence, ServerOwner, Suppression
+from campaign.models import (
+    Campaign,
+    Case,
+    CaseEvent,
+    CaseSequence,
+    Contact,
+    ServerOwner,
+    Suppression,
+)
 from scanning.models import OPEN_VERDICTS, Finding, ScanRun, Verdict
 
 
@@ -116,9 +125,21 @@ def owner_is_suppressed(owner: ServerOwner) -> bool:
     active = Suppression.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
     if active.filter(server_owner=owner).exists():
         return True
-    emails = set(owner.contacts.filter(bounced_at__isnull=True).values_list("email", flat=True))
-    suppressed = set(active.filter(email__in=emails).values_list("email", flat=True))
+    # The partner agency's own address is never written to, so it keeps no letter going; and
+    # addresses compare as letters.services compares them: case-insensitively.
+    emails = {e.lower() for e in _letter_contacts(owner).values_list("email", flat=True)}
+    suppressed = {
+        e.lower()
+        for e in active.annotate(email_lower=Lower("email"))
+        .filter(email_lower__in=emails)
+        .values_list("email", flat=True)
+    }
     return bool(emails) and emails <= suppressed
+
+
+def _letter_contacts(owner: ServerOwner) -> QuerySet[Contact]:
+    """Contacts a letter can go to: not bounced, not the partner agency's follow-up address."""
+    return owner.contacts.filter(bounced_at__isnull=True).exclude(kind=Contact.Kind.PARTNER)
 
 
 @transaction.atomic
@@ -180,7 +201,7 @@ def case_settle(*, case: Case, actor_label: str = "system") -> Case:
         target, note = Case.Status.NEEDS_REVIEW, "Weak evidence only."
     elif triage := owner_triage_reason(owner):
         target, note = Case.Status.NEEDS_REVIEW, triage
-    elif not owner.contacts.filter(bounced_at__isnull=True).exists():
+    elif not _letter_contacts(owner).exists():
         target, note = Case.Status.NEEDS_REVIEW, "No usable contact."
     else:
         target, note = Case.Status.READY, ""
@@ -331,9 +352,12 @@ def case_apply_recheck_result(*, finding: Finding, actor_label: str = "re-probe"
     if finding.verdict != Verdict.CLOSED:
         return []
     fixed: list[Case] = []
+    # One port may speak several protocols: only a case holding this very service is concerned.
     case_ids = (
         Case.objects.filter(
-            findings__target_id=finding.target_id, status__in=RECHECKABLE_STATUSES
+            findings__target_id=finding.target_id,
+            findings__protocol=finding.protocol,
+            status__in=RECHECKABLE_STATUSES,
         )
         .values_list("pk", flat=True)
         .distinct()
@@ -355,7 +379,9 @@ def case_apply_recheck_result(*, finding: Finding, actor_label: str = "re-probe"
                     "scan_run": finding.scan_run_id,
                 },
             )
-            latest = case_latest_findings(case)
+            latest: dict[tuple[int, str], Finding] = {}  # per service: target and protocol
+            for f in case.findings.order_by("probed_at", "id"):
+                latest[(f.target_id, f.protocol)] = f
             if latest and all(f.verdict == Verdict.CLOSED for f in latest.values()):
                 case_transition(
                     case=case,

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone, translation
@@ -27,6 +29,7 @@ TRANSCRIPT_EXCERPT_LINES = 40
 # The probe redacts its own tokens; anything else shaped like one (32+ hex digits) goes too.
 HEX_TOKEN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])")
 LANGUAGE_NAMES = dict(settings.LANGUAGES)
+NO_RECHECK_STATUSES = (Case.Status.FIXED, Case.Status.WITHDRAWN)
 
 
 def _guides() -> Any:
@@ -123,7 +126,7 @@ class Recheck:
     state: str = "none"  # none, queued, running, done
     run: ScanRun | None = None
     requested_at: Any = None
-    results: dict[int, Finding] = field(default_factory=dict)
+    results: dict[tuple[int, str], Finding] = field(default_factory=dict)
 
 
 def recheck_of(case: Case) -> Recheck:
@@ -136,9 +139,10 @@ def recheck_of(case: Case) -> Recheck:
     state = {ScanRun.Status.PENDING: "queued", ScanRun.Status.RUNNING: "running"}.get(
         ScanRun.Status(run.status), "done"
     )
-    results: dict[int, Finding] = {}
+    results: dict[tuple[int, str], Finding] = {}
     for finding in Finding.objects.filter(scan_run=run).order_by("probed_at", "id"):
-        results[finding.target_id] = finding  # the newest per target (greylist retries)
+        # The newest per service (greylist retries); one port may speak several protocols.
+        results[(finding.target_id, finding.protocol)] = finding
     return Recheck(state=state, run=run, requested_at=event.at, results=results)
 
 
@@ -146,21 +150,24 @@ def _rows(case: Case, language: str, strings: dict[str, str], recheck: Recheck) 
     guides = _guides()
     rows = []
     findings = list(case.findings.select_related("target").order_by("probed_at", "id"))
-    latest: dict[int, Finding] = {}
-    evidence: dict[int, Finding] = {}
+    latest: dict[tuple[int, str], Finding] = {}
+    evidence: dict[tuple[int, str], Finding] = {}
     for finding in findings:
-        latest[finding.target_id] = finding
+        latest[(finding.target_id, finding.protocol)] = finding
         if finding.is_open:
-            evidence[finding.target_id] = finding
-    for target_id, finding in sorted(
-        latest.items(), key=lambda item: (item[1].target.ip, item[1].target.port)
+            evidence[(finding.target_id, finding.protocol)] = finding
+    per_target = Counter(target_id for target_id, _ in latest)
+    for key, finding in sorted(
+        latest.items(), key=lambda item: (item[1].target.ip, item[1].target.port, item[0][1])
     ):
-        shown = evidence.get(target_id, finding)
+        target_id, protocol = key
+        row_id = str(target_id) if per_target[target_id] == 1 else f"{target_id}-{protocol}"
+        shown = evidence.get(key, finding)
         try:
             kind = guides.kind_for_protocol(shown.protocol)
         except ValueError:  # "unknown": a finding always names what it spoke; be safe anyway
             kind = "smtp_relay"
-        result = recheck.results.get(target_id)
+        result = recheck.results.get(key)
         # A re-check that could not decide leaves the last known state standing.
         current = None
         if result is not None and _verdict_word(result.verdict) in ("closed", "open"):
@@ -170,6 +177,7 @@ def _rows(case: Case, language: str, strings: dict[str, str], recheck: Recheck) 
         rows.append(
             {
                 "target_id": target_id,
+                "row_id": row_id,
                 "address": shown.target.ip,
                 "port": shown.target.port,
                 "kind": kind,
@@ -184,16 +192,18 @@ def _rows(case: Case, language: str, strings: dict[str, str], recheck: Recheck) 
                 else strings["software_unknown"],
                 "evidence": evidence_excerpt(shown),
                 "family": shown.software_family,
-                "recheck": _recheck_row(recheck, target_id, strings),
+                "recheck": _recheck_row(recheck, key, strings),
             }
         )
     return rows
 
 
-def _recheck_row(recheck: Recheck, target_id: int, strings: dict[str, str]) -> dict[str, str]:
+def _recheck_row(
+    recheck: Recheck, key: tuple[int, str], strings: dict[str, str]
+) -> dict[str, str]:
     if recheck.state == "none":
         return {}
-    result = recheck.results.get(target_id)
+    result = recheck.results.get(key)
     word = _verdict_word(result.verdict) if result is not None else "pending"
     if word == "pending" and recheck.state == "done":
         word = "inconclusive"  # refused or lost: we cannot say it is fixed
@@ -245,7 +255,10 @@ def _recipient_email(link: RemediationLink) -> str:
 
 
 def _opted_out(link: RemediationLink, email: str) -> bool:
-    suppressions = Suppression.objects.filter(reason=Suppression.Reason.OPT_OUT)
+    now = timezone.now()  # an expired opt-out no longer stops letters: the form is offered again
+    suppressions = Suppression.objects.filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now), reason=Suppression.Reason.OPT_OUT
+    )
     if email:
         return suppressions.filter(email__iexact=email).exists()
     return suppressions.filter(server_owner=link.case.server_owner).exists()
@@ -296,7 +309,7 @@ def _page(
         "next_text": _next_text(case, strings),
         "recheck": recheck,
         "progress_text": _progress_text(recheck, strings),
-        "can_recheck": case.status not in (Case.Status.FIXED, Case.Status.WITHDRAWN),
+        "can_recheck": case.status not in NO_RECHECK_STATUSES,
         "message": message,
         "not_mine_form": not_mine_form or NotMineForm(strings=strings),
         "contact_form": contact_form or OtherContactForm(strings=strings),
@@ -352,6 +365,8 @@ def remediation_page(request: HttpRequest, token: str) -> HttpResponse:
     strings = _guides().page_strings(language)
     action = request.POST.get("action", "")
     if action == "recheck":
+        if case.status in NO_RECHECK_STATUSES:  # the page offers no button; nor does a crafted POST
+            return _page(request, link, language=language, status=400)
         try:
             # Only the case's own targets, read from the database: nothing posted is probed.
             campaign_services.case_request_recheck(case=case, actor_label="recipient")
@@ -370,6 +385,12 @@ def remediation_page(request: HttpRequest, token: str) -> HttpResponse:
         act(case, link, form.cleaned_data)
         return _back(request, language, anchor)
     return _page(request, link, language=language, status=400)
+
+
+@public_page
+@require_http_methods(["GET", "POST"])
+def remediation_invalid(request: HttpRequest) -> HttpResponse:
+    return _invalid(request)
 
 
 @public_page
@@ -393,7 +414,7 @@ def remediation_status(request: HttpRequest, token: str) -> HttpResponse:
             "next_text": _next_text(case, strings),
             "findings": [
                 {
-                    "target": row["target_id"],
+                    "target": row["row_id"],
                     "status": row["status"],
                     "status_text": row["status_text"],
                     "result": row["recheck"].get("status", ""),

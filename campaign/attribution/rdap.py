@@ -224,7 +224,7 @@ def _follow(url: str, timeout: float) -> RdapAnswer:
             raise RdapError(f"{host} sent more than {MAX_BYTES} bytes")
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # 4 MB of "[[[[" is valid JSON nested too deep
             raise RdapError(f"{host} sent something that is not JSON") from None
         if not isinstance(data, dict):
             raise RdapError(f"{host} sent JSON that is not an RDAP object")

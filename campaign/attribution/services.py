@@ -126,7 +126,10 @@ def network_lookup(address: str, limited: dict[str, int | None]) -> tuple[Networ
     except rdap.RdapRateLimited as exc:
         limited[host] = exc.retry_after
         raise
-    info = parse_network(answer.data)
+    try:
+        info = parse_network(answer.data)
+    except (TypeError, ValueError, AttributeError, KeyError):  # one odd registry, not the batch
+        raise rdap.RdapError(f"malformed RDAP answer from {urlsplit(answer.url).netloc}") from None
     seconds = int(settings.RDAP_CACHE_SECONDS)
     if seconds and info.start and info.end:
         start, end = ipaddress.ip_address(info.start), ipaddress.ip_address(info.end)

@@ -59,6 +59,8 @@ def normalize_ip(raw: str) -> str:
         text = text[5:]
     if not text:
         raise BadValue("missing IP address")
+    if "%" in text:  # stored without it, so it would merge wrongly; and it names a local interface
+        raise BadValue(f"IP address with a zone id {raw.strip()[:60]!r}: not an internet address")
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -79,10 +81,9 @@ def parse_port(raw: str) -> int:
     text = raw.strip()
     if not text:
         raise BadValue("missing port")
-    try:
-        port = int(text)
-    except ValueError:
-        raise BadValue(f"bad port {text[:20]!r}") from None
+    if not (text.isascii() and text.isdigit()):  # int() takes "2_5", "+25" and Arabic digits
+        raise BadValue(f"bad port {text[:20]!r}")
+    port = int(text)
     if not 1 <= port <= 65535:
         raise BadValue(f"port {port} out of range 1-65535")
     return port
@@ -104,7 +105,7 @@ def parse_asn(raw: str) -> int | None:
     text = raw.strip().upper().removeprefix("AS")
     if not text:
         return None
-    if not text.isdigit() or int(text) >= 2**32:
+    if not (text.isascii() and text.isdigit()) or int(text) >= 2**32:
         raise BadValue(f"bad ASN {raw.strip()[:20]!r}")
     return int(text) or None  # Shadowserver writes 0 for "unknown"
 

@@ -48,13 +48,24 @@ def looks_like_shadowserver(columns: list[str]) -> bool:
     )
 
 
-def text_lines(handle: BinaryIO) -> Iterator[str]:
-    """Decoded lines; bytes that are not UTF-8 survive as surrogates and fail their row only."""
+def text_lines(handle: BinaryIO, overlong: set[int] | None = None) -> Iterator[str]:
+    """Decoded lines; bytes that are not UTF-8 survive as surrogates and fail their row only.
+
+    A line longer than MAX_LINE_BYTES is read past and given as an empty line, its number added
+    to `overlong`: one line, one error, and the lines after it keep their numbers.
+    """
     first = True
-    for raw in iter(lambda: handle.readline(MAX_LINE_BYTES), b""):
+    for number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES), b""), start=1):
         if first:
             raw = raw.removeprefix(b"\xef\xbb\xbf")
             first = False
+        if len(raw) >= MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = handle.readline(MAX_LINE_BYTES)
+            if overlong is not None:
+                overlong.add(number)
+            yield "\n"
+            continue
         yield raw.decode("utf-8", "surrogateescape")
 
 
@@ -76,19 +87,23 @@ def parse_time(raw: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(text.replace(" UTC", "").replace(" GMT", ""))
-    except ValueError:
+        # In UTC, as stored: 0001-01-01T00:00+14:00 is a year before year 1.
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise BadValue(f"bad timestamp {text[:40]!r} (ISO 8601: 2026-11-20 13:45:00)") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class _Rows:
     """csv.reader over the file, with the line each record starts on and its header."""
 
     def __init__(self, handle: BinaryIO, file_name: str) -> None:
-        self.lines = text_lines(handle)
+        self.overlong: set[int] = set()
+        self.lines = text_lines(handle, self.overlong)
         self.header_line = 0
         header: list[str] | None = None
         for number, line in enumerate(self.lines, start=1):
+            if number in self.overlong:
+                raise FileRejected(f"{file_name}: the header line is longer than 1 MB.")
             if line.strip():
                 self.header_line = number
                 if _undecodable([line]):
@@ -96,7 +111,13 @@ class _Rows:
                         f"{file_name}: the header line is not UTF-8 text; is it a CSV file?"
                     )
                 delimiter = _dialect(line)
-                header = next(csv.reader([line], delimiter=delimiter))
+                try:
+                    header = next(csv.reader([line], delimiter=delimiter))
+                except csv.Error as exc:  # lines ended by a bare CR (old Mac Excel), a NUL
+                    raise FileRejected(
+                        f"{file_name}: the header line is unreadable ({exc}); save the file "
+                        "as CSV with Windows or Unix line ends."
+                    ) from None
                 break
         if header is None:
             raise FileRejected(f"{file_name} is empty: no header line.")
@@ -117,10 +138,18 @@ class _Rows:
                 yield start, RowError(start, f"unreadable CSV: {exc}")
                 continue
             done = self.header_line + reader.line_num
+            long_line = next((n for n in sorted(self.overlong) if start <= n <= done), None)
+            if long_line is not None:
+                self.overlong -= {n for n in self.overlong if n <= done}
+                yield long_line, RowError(long_line, "line longer than 1 MB")
+                continue
             if not row or not any(v.strip() for v in row):
                 continue
             if _undecodable(row):
                 yield start, RowError(start, "undecodable bytes (the file must be UTF-8)")
+                continue
+            if any("\x00" in v for v in row):  # PostgreSQL stores no NUL in text or JSON
+                yield start, RowError(start, "NUL byte in the row (the file must be text)")
                 continue
             yield start, row
 

@@ -122,19 +122,24 @@ def _first_ip(texts: Iterable[str]) -> tuple[str | None, str]:
     return None, ""
 
 
+def mail_date(text: str) -> datetime | None:
+    """An RFC 5322 date in UTC; None when it is missing, malformed or out of range."""
+    if not text.strip():
+        return None
+    try:
+        value = parsedate_to_datetime(text.strip())
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year of 30 digits overflows
+        return None
+
+
 def parse_received(line: int, value: str) -> Hop:
     text = " ".join(value.split())
     body, semicolon, date = text.rpartition(";")
     if not semicolon:
         body, date = text, ""
     hop = Hop(line=line, text=text[:500])
-    if date.strip():
-        try:
-            hop.at = parsedate_to_datetime(date.strip())
-        except (TypeError, ValueError, IndexError):
-            hop.at = None
-        if hop.at is not None and hop.at.tzinfo is None:
-            hop.at = hop.at.replace(tzinfo=UTC)
+    hop.at = mail_date(date)
     clauses = _clauses(body)
     hop.by = _clean_host(clauses.get("by", ("", []))[0])
     if "from" not in clauses:
@@ -186,17 +191,20 @@ def message_items(
     if not received:
         return
     message_id = next((h.value.strip()[:200] for h in headers if h.name == "message-id"), "")
-    sent: datetime | None = None
-    date_header = next((h.value for h in headers if h.name == "date"), "")
-    if date_header:
-        try:
-            sent = parsedate_to_datetime(date_header.strip())
-        except (TypeError, ValueError, IndexError):
-            sent = None
+    # Stored in JSON: PostgreSQL takes neither a NUL nor a lone surrogate there.
+    message_id = (
+        message_id.encode("utf-8", "surrogateescape")
+        .decode("utf-8", "replace")
+        .replace("\x00", "\ufffd")
+    )
+    sent = mail_date(next((h.value for h in headers if h.name == "date"), ""))
     hops = []
     for header in received:
         if any("\udc80" <= ch <= "\udcff" for ch in header.value):
             yield RowError(header.line, "undecodable bytes in the Received header")
+            continue
+        if "\x00" in header.value:
+            yield RowError(header.line, "NUL byte in the Received header")
             continue
         hops.append(parse_received(header.line, header.value))
     if not hops:
@@ -231,8 +239,6 @@ def message_items(
             continue
         outside_seen = True
         seen = hop.at or sent
-        if seen is not None and seen.tzinfo is None:
-            seen = seen.replace(tzinfo=UTC)
         if seen is not None and seen > now:
             seen = now  # a clock that runs ahead must not push last_seen into the future
         yield Suspect(
