@@ -165,6 +165,16 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
             refused = "; ".join(report.refused)
             self.message_user(request, f"Not merged: {refused}.", messages.WARNING)
 
+    # Fields attribution also writes: a hand edit is kept as a correction, so it wins over
+    # automatic data and survives re-attribution (attribution applies corrections last).
+    CORRECTABLE = ("name", "country", "preferred_language")
+
+    def save_model(self, request: HttpRequest, obj: ServerOwner, form: Any, change: bool) -> None:
+        edited = {f: getattr(obj, f) for f in self.CORRECTABLE if f in form.changed_data}
+        if change and edited:
+            obj.corrections = {**(obj.corrections or {}), **edited}
+        super().save_model(request, obj, form, change)
+
     @admin.display(description="First contact")
     def primary_contact(self, obj: ServerOwner) -> str:
         contacts = sorted(obj.contacts.all(), key=lambda c: c.position)  # prefetched

@@ -330,14 +330,6 @@ def case_opt_out(
     return suppression
 
 
-def case_latest_findings(case: Case) -> dict[int, Finding]:
-    """The newest finding of the case per target."""
-    latest: dict[int, Finding] = {}
-    for finding in case.findings.select_related("target").order_by("probed_at", "id"):
-        latest[finding.target_id] = finding
-    return latest
-
-
 # Statuses in which a verified-closed server closes the case (the workflow allows FIXED).
 RECHECKABLE_STATUSES = frozenset(
     s for s in Case.Status.values if workflow.can_transition(s, Case.Status.FIXED)
