@@ -34,6 +34,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+# The fleet's relays forward and parse paths exactly as the test traps do.
+from tests.traps.smtp_traps import _strip_path, final_recipient, forward
+
 IO_TIMEOUT = 10.0
 HEAD_MAX = 16 * 1024
 RELAY_MAX = 256 * 1024
@@ -132,72 +135,6 @@ async def _hold(reader: asyncio.StreamReader, seconds: float) -> None:
 # --- SMTP ----------------------------------------------------------------------------------
 
 
-def _path(arg: str) -> str:
-    arg = arg.strip()
-    if arg.startswith("<"):
-        return arg[1 : arg.find(">")] if ">" in arg else arg[1:]
-    return arg.split(" ", 1)[0]
-
-
-def final_recipient(path: str) -> str | None:
-    """Where a relay honouring every historic routing trick would deliver; None: nowhere."""
-    a = _path(path)
-    if a.startswith("@") and ":" in a:  # source route
-        a = a.split(":", 1)[1]
-    a = a.replace('"', "")
-    if "!" in a:  # bang path
-        left, _, right = a.partition("!")
-        a = f"{right.split('@', 1)[0]}@{left}"
-    elif "%" in a:  # percent hack
-        a = a.rsplit("@", 1)[0].replace("%", "@", 1)
-    elif a.count("@") > 1:  # double-at
-        a = a.rsplit("@", 1)[0]
-    if "@" not in a:
-        return None
-    domain = a.rsplit("@", 1)[1].lower().rstrip(".")
-    if domain.endswith(".invalid") or domain.startswith("["):
-        return None
-    return a
-
-
-async def forward_mail(
-    sink: tuple[str, int], source: str, mail_from: str, rcpts: list[str], data: bytes
-) -> None:
-    """Relay one message to the sink, as an MTA would (from the relay's own address)."""
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(*sink, local_addr=(source, 0)), IO_TIMEOUT
-    )
-    try:
-
-        async def expect(code: bytes) -> None:
-            while True:
-                line = await asyncio.wait_for(reader.readline(), IO_TIMEOUT)
-                if not line.startswith(code):
-                    raise RuntimeError(f"sink said {line!r}")
-                if line[3:4] != b"-":
-                    return
-
-        async def say(line: str, code: bytes) -> None:
-            writer.write(line.encode() + b"\r\n")
-            await expect(code)
-
-        await expect(b"220")
-        await say("EHLO relay.fleet.test", b"250")
-        await say(f"MAIL FROM:<{_path(mail_from)}>", b"250")
-        for rcpt in rcpts:
-            await say(f"RCPT TO:<{rcpt}>", b"250")
-        await say("DATA", b"354")
-        body = b"Received: from probe by relay.fleet.test with ESMTP\r\n" + data
-        lines = body.split(b"\r\n")
-        writer.write(b"\r\n".join(b"." + ln if ln.startswith(b".") else ln for ln in lines))
-        if not body.endswith(b"\r\n"):
-            writer.write(b"\r\n")
-        await say(".", b"250")
-        writer.write(b"QUIT\r\n")
-    finally:
-        writer.transport.abort()
-
-
 _background: set[asyncio.Task[None]] = set()
 
 
@@ -229,7 +166,7 @@ def _smtp(kind: str, sink: tuple[str, int] | None, hold: float) -> Handler:
                 if mail_from is None:
                     writer.write(b"503 5.5.1 Error: need MAIL command\r\n")
                 elif kind == "smtp_closed":
-                    addr = _path(text.split(":", 1)[1]) if ":" in text else ""
+                    addr = _strip_path(text.split(":", 1)[1]) if ":" in text else ""
                     writer.write(f"554 5.7.1 <{addr}>: Relay access denied\r\n".encode())
                 elif kind == "smtp_postscreen":
                     writer.write(b"450 4.3.2 Service currently unavailable\r\n")
@@ -256,7 +193,11 @@ def _smtp(kind: str, sink: tuple[str, int] | None, hold: float) -> Handler:
                 finals = [r for r in (final_recipient(p) for p in rcpts) if r]
                 if kind == "smtp_open_relay" and sink and finals:
                     task = asyncio.get_running_loop().create_task(
-                        _quiet(forward_mail(sink, own, mail_from or "<>", finals, b"".join(chunks)))
+                        _quiet(
+                            forward(
+                                sink, mail_from or "<>", finals, b"".join(chunks), source=(own, 0)
+                            )
+                        )
                     )
                     _background.add(task)
                     task.add_done_callback(_background.discard)
