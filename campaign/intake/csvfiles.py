@@ -154,13 +154,19 @@ class _Rows:
             yield start, row
 
 
+REQUIRED_COLUMNS = ("ip", "port")
+
+
 def _field(columns: list[str], row: list[str], name: str) -> str:
     try:
         index = columns.index(name)
     except ValueError:
         return ""
     if index >= len(row):
-        raise BadValue(f"missing column {name!r}")
+        # Spreadsheets drop empty trailing cells: only a missing ip or port spoils the row.
+        if name in REQUIRED_COLUMNS:
+            raise BadValue(f"missing column {name!r}")
+        return ""
     return row[index]
 
 

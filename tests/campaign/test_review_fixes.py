@@ -214,3 +214,20 @@ class RdapReviewTestCase(AttributionTestCase):
         self.assertTrue(errors["198.51.100.150"].startswith("error: "))
         self.assertTrue(errors["198.51.100.151"].startswith("error: "))
         self.assertEqual(errors["192.0.2.77"], "")
+
+
+class ShortRowsTestCase(BaseTestCase):
+    def test_a_row_without_its_empty_trailing_cells_is_kept(self) -> None:
+        from campaign.intake.services import import_file
+
+        data = b"ip,port,protocol,hostname,asn,country\n192.0.2.31,25\n192.0.2.32\n"
+        batch = import_file(
+            path_or_file=io.BytesIO(data),
+            file_name="short.csv",
+            format="csv",
+            campaign=None,
+            actor=None,
+        )
+        self.assertEqual((batch.rows_kept, batch.rows_rejected), (1, 1))
+        self.assertEqual(batch.errors, [{"line": 3, "reason": "missing column 'port'"}])
+        self.assertTrue(Target.objects.filter(ip="192.0.2.31", port=25).exists())
