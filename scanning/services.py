@@ -268,8 +268,9 @@ def scan_limits() -> Limits:
     )
 
 
-def probe_environment() -> cli.ProbeEnvironment:
-    """What the probe command and scan workers read from settings."""
+def probe_environment(*, limits: Limits | None = None) -> cli.ProbeEnvironment:
+    """What the probe command and scan workers read from settings. The command passes
+    PROBES.md's own bounds; campaign scans use the SCAN_* settings."""
     from scanning.hitstore import DatabaseHitStore
 
     return cli.ProbeEnvironment(
@@ -283,5 +284,5 @@ def probe_environment() -> cli.ProbeEnvironment:
         canary_selfcheck_addr=settings.CANARY_SELFCHECK_ADDR,
         canary_secret=settings.CANARY_SECRET,
         deployed_hits=DatabaseHitStore,
-        limits=scan_limits(),
+        limits=limits or scan_limits(),
     )
