@@ -27,8 +27,9 @@ def run(letters: int | None = None) -> dict[str, Any]:
 
     n = letters or int(os.environ.get("BENCH_LETTERS", "40"))
     result: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as media, override_settings(
-        MEDIA_ROOT=media, EMAIL_BACKEND="anymail.backends.test.EmailBackend"
+    with (
+        tempfile.TemporaryDirectory() as media,
+        override_settings(MEDIA_ROOT=media, EMAIL_BACKEND="anymail.backends.test.EmailBackend"),
     ):
         try:
             with transaction.atomic():

@@ -91,15 +91,32 @@ MIX: list[tuple[str, int]] = [
     ("socks_grant_all", 2),
     ("socks5_open", 3),
 ]
-FLEET_LIMITS = {"connect_timeout": 3.0, "reply_timeout": 2.0, "exchange_timeout": 30.0,
-                "confirm_wait": 5.0}
-PEER_LIMITS = {"connect_timeout": 5.0, "reply_timeout": 5.0, "exchange_timeout": 20.0,
-               "confirm_wait": 15.0}
+FLEET_LIMITS = {
+    "connect_timeout": 3.0,
+    "reply_timeout": 2.0,
+    "exchange_timeout": 30.0,
+    "confirm_wait": 5.0,
+}
+PEER_LIMITS = {
+    "connect_timeout": 5.0,
+    "reply_timeout": 5.0,
+    "exchange_timeout": 20.0,
+    "confirm_wait": 15.0,
+}
 NMAP_SCRIPTS = {"smtp": "smtp-open-relay", "http": "http-open-proxy", "socks": "socks-open-proxy"}
-NMAP_PORTRULE_PORTS = {"smtp": {25, 465, 587}, "http": {8123, 3128, 8000, 8080},
-                       "socks": {1080, 9050}}
-PEER_PORTS = {"postfix": 25, "exim": 25, "squid": 3128, "tinyproxy": 3128, "dante": 1080,
-              "microsocks": 1080}
+NMAP_PORTRULE_PORTS = {
+    "smtp": {25, 465, 587},
+    "http": {8123, 3128, 8000, 8080},
+    "socks": {1080, 9050},
+}
+PEER_PORTS = {
+    "postfix": 25,
+    "exim": 25,
+    "squid": 3128,
+    "tinyproxy": 3128,
+    "dante": 1080,
+    "microsocks": 1080,
+}
 PEER_FAMILY = {25: "smtp", 3128: "http", 1080: "socks"}
 
 Key = tuple[str, int]  # (ip, port)
@@ -235,14 +252,22 @@ def scan_main(spec_path: str, out_path: str) -> int:
 
 
 def run_scan(
-    targets: Iterable[Key], canary: dict[str, Any], limits: dict[str, float], concurrency: int,
+    targets: Iterable[Key],
+    canary: dict[str, Any],
+    limits: dict[str, float],
+    concurrency: int,
     timeout: float = 240,
 ) -> dict[str, Any]:
     """Our scan in a worker process; adds process_seconds (launch to exit) to its report."""
     with tempfile.TemporaryDirectory(prefix="probe-bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec = {"targets": [list(t) for t in targets], "canary": canary, "limits": limits,
-                "concurrency": concurrency, "confirm": True}
+        spec = {
+            "targets": [list(t) for t in targets],
+            "canary": canary,
+            "limits": limits,
+            "concurrency": concurrency,
+            "confirm": True,
+        }
         spec_path.write_text(json.dumps(spec))
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -267,8 +292,15 @@ def run_scan(
 
 def verdicts_by_target(results: list[dict[str, Any]]) -> dict[Key, str]:
     """One verdict per (ip, port): the strongest over the protocols it spoke (PROBES.md order)."""
-    order = ["not-applicable", "closed", "auth-required", "inconclusive", "likely-open-weak",
-             "likely-open", "confirmed-open"]
+    order = [
+        "not-applicable",
+        "closed",
+        "auth-required",
+        "inconclusive",
+        "likely-open-weak",
+        "likely-open",
+        "confirmed-open",
+    ]
     out: dict[Key, str] = {}
     for r in results:
         key = (r["ip"], int(r["port"]))
@@ -287,8 +319,15 @@ def fleet_process(
     """Start bench.fleet serving `plan`; yields its PID once every listener is bound."""
     with tempfile.TemporaryDirectory(prefix="probe-fleet-") as tmp:
         spec_path = Path(tmp) / "fleet.json"
-        spec_path.write_text(json.dumps({"targets": plan, "sink": list(sink) if sink else None,
-                                         "hold_seconds": hold_seconds}))
+        spec_path.write_text(
+            json.dumps(
+                {
+                    "targets": plan,
+                    "sink": list(sink) if sink else None,
+                    "hold_seconds": hold_seconds,
+                }
+            )
+        )
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.fleet", str(spec_path)],
             cwd=ROOT,
@@ -397,8 +436,13 @@ def nmap_canary(loop: BackgroundLoop, ip: str = NMAP_CANARY_IP) -> Iterator[Any]
     from scanning.probes.canary_http import start_http_canary
 
     hits = MemoryHitStore()
-    canary = CanaryConfig(domain=CANARY_DOMAIN, http_addr=(ip, 80), tls_addr=(ip, 443),
-                          smtp_addr=(ip, 25), secret=os.urandom(32))
+    canary = CanaryConfig(
+        domain=CANARY_DOMAIN,
+        http_addr=(ip, 80),
+        tls_addr=(ip, 443),
+        smtp_addr=(ip, 25),
+        secret=os.urandom(32),
+    )
 
     async def start() -> asyncio.Server:
         return await start_http_canary(canary, hits, ip, 80)
@@ -413,8 +457,9 @@ def nmap_canary(loop: BackgroundLoop, ip: str = NMAP_CANARY_IP) -> Iterator[Any]
 def nmap_available() -> str | None:
     if shutil.which("nmap") is None:
         return "nmap not installed (scripts/bench-deps.sh installs Debian's)"
-    missing = [s for s in NMAP_SCRIPTS.values()
-               if not Path(f"/usr/share/nmap/scripts/{s}.nse").exists()]
+    missing = [
+        s for s in NMAP_SCRIPTS.values() if not Path(f"/usr/share/nmap/scripts/{s}.nse").exists()
+    ]
     return f"nmap scripts missing: {missing}" if missing else None
 
 
@@ -424,8 +469,9 @@ def assert_loopback(hosts: Iterable[str]) -> None:
             raise AssertionError(f"refusing to point nmap at {host}: loopback only")
 
 
-def nmap_argv(family: str, port: int, hosts_file: str, count: int, parallelism: int,
-              host_timeout: int) -> list[str]:
+def nmap_argv(
+    family: str, port: int, hosts_file: str, count: int, parallelism: int, host_timeout: int
+) -> list[str]:
     script = NMAP_SCRIPTS[family]
     if port not in NMAP_PORTRULE_PORTS[family]:
         script = "+" + script  # run it on this port even though its portrule would not
@@ -436,12 +482,32 @@ def nmap_argv(family: str, port: int, hosts_file: str, count: int, parallelism: 
         assert_loopback([NMAP_CANARY_IP])
         args = f'proxy.url={url},proxy.pattern="{NMAP_PATTERN}"'
     return [
-        "nmap", "-Pn", "-n", "-sT", "-T4", "-p", str(port), "-iL", hosts_file, "-oX", "-",
-        "--host-timeout", f"{host_timeout}s",
+        "nmap",
+        "-Pn",
+        "-n",
+        "-sT",
+        "-T4",
+        "-p",
+        str(port),
+        "-iL",
+        hosts_file,
+        "-oX",
+        "-",
+        "--host-timeout",
+        f"{host_timeout}s",
         *(["--script-timeout", f"{SCRIPT_TIMEOUT}s"] if SCRIPT_TIMEOUT else []),
-        "--max-parallelism", str(parallelism),
-        "--min-hostgroup", str(max(count, 1)), "--max-retries", "1",
-        "--dns-servers", NMAP_DNS_IP, "--script", script, "--script-args", args,
+        "--max-parallelism",
+        str(parallelism),
+        "--min-hostgroup",
+        str(max(count, 1)),
+        "--max-retries",
+        "1",
+        "--dns-servers",
+        NMAP_DNS_IP,
+        "--script",
+        script,
+        "--script-args",
+        args,
     ]
 
 
@@ -513,8 +579,12 @@ class NmapRun:
     stderr: str
 
 
-def run_nmap(groups: dict[str, tuple[int, list[str]]], parallelism: int, host_timeout: int,
-             timeout: float = 240) -> tuple[float, list[NmapRun]]:
+def run_nmap(
+    groups: dict[str, tuple[int, list[str]]],
+    parallelism: int,
+    host_timeout: int,
+    timeout: float = 240,
+) -> tuple[float, list[NmapRun]]:
     """One nmap per family (its port and hosts), all at once; (wall seconds, runs)."""
     for family, (port, hosts) in groups.items():
         assert_loopback(hosts)
@@ -536,10 +606,13 @@ def run_nmap(groups: dict[str, tuple[int, list[str]]], parallelism: int, host_ti
             hosts_file = Path(tmp) / f"{family}.txt"
             hosts_file.write_text("\n".join(hosts) + "\n")
             argv = nmap_argv(family, port, str(hosts_file), len(hosts), parallelism, host_timeout)
-            out, err = open(Path(tmp) / f"{family}.xml", "wb"), open(Path(tmp) / f"{family}.err",
-                                                                     "wb")
-            proc = subprocess.Popen(_isolated(argv, etc), stdout=out, stderr=err,
-                                    stdin=subprocess.DEVNULL)
+            out, err = (
+                open(Path(tmp) / f"{family}.xml", "wb"),
+                open(Path(tmp) / f"{family}.err", "wb"),
+            )
+            proc = subprocess.Popen(
+                _isolated(argv, etc), stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            )
             out.close()
             err.close()
             procs.append((family, len(hosts), proc, time.perf_counter()))
@@ -661,9 +734,15 @@ def compare(
         entry["ours_right"] = len(ours_right)
         wrong = [k for k in keys if k not in set(ours_right)]
         if wrong:
-            ours_wrong.append({"group": name, "count": len(wrong), "truth": entry["truth"],
-                               "ours": sorted({ours.get(k, "missing") for k in wrong}),
-                               "examples": [f"{ip}:{port}" for ip, port in wrong[:examples]]})
+            ours_wrong.append(
+                {
+                    "group": name,
+                    "count": len(wrong),
+                    "truth": entry["truth"],
+                    "ours": sorted({ours.get(k, "missing") for k in wrong}),
+                    "examples": [f"{ip}:{port}" for ip, port in wrong[:examples]],
+                }
+            )
         if nmap is not None:
             calls = [nmap.get(k, "missing") for k in keys]
             entry["nmap"] = dict(collections.Counter(calls))
@@ -674,12 +753,16 @@ def compare(
             entry["agreement"] = round(len(agree) / len(keys), 3)
             wrong = [k for k in keys if k not in set(nmap_right)]
             if wrong:
-                nmap_wrong.append({
-                    "group": name, "count": len(wrong), "truth": entry["truth"],
-                    "nmap": sorted({nmap.get(k, "missing") for k in wrong}),
-                    "ours": sorted({ours.get(k, "missing") for k in wrong}),
-                    "examples": [f"{ip}:{port}" for ip, port in wrong[:examples]],
-                })
+                nmap_wrong.append(
+                    {
+                        "group": name,
+                        "count": len(wrong),
+                        "truth": entry["truth"],
+                        "nmap": sorted({nmap.get(k, "missing") for k in wrong}),
+                        "ours": sorted({ours.get(k, "missing") for k in wrong}),
+                        "examples": [f"{ip}:{port}" for ip, port in wrong[:examples]],
+                    }
+                )
         per[name] = entry
     total = len(group)
     summary: dict[str, Any] = {
@@ -731,9 +814,9 @@ def peer_specs() -> tuple[list[PeerSpec], list[str]]:
 
 
 @contextlib.contextmanager
-def running_peers(specs: list[PeerSpec], canary: dict[str, Any]) -> Iterator[
-    tuple[list[PeerSpec], list[str], float]
-]:
+def running_peers(
+    specs: list[PeerSpec], canary: dict[str, Any]
+) -> Iterator[tuple[list[PeerSpec], list[str], float]]:
     """Start every peer at once; yields (started, failure notes, start seconds).
 
     Each peer is started, kept and stopped by its own thread: servers.py gives a peer
@@ -751,8 +834,12 @@ def running_peers(specs: list[PeerSpec], canary: dict[str, Any]) -> Iterator[
     def own(spec: PeerSpec) -> None:
         try:
             cm = start_peer(
-                spec.name, spec.config, listen=spec.ip, port=spec.port,
-                canary_smtp=(canary["ip"], canary["smtp"]), canary_domain=CANARY_DOMAIN,
+                spec.name,
+                spec.config,
+                listen=spec.ip,
+                port=spec.port,
+                canary_smtp=(canary["ip"], canary["smtp"]),
+                canary_domain=CANARY_DOMAIN,
                 canary_ip=canary["ip"],
             )
             with cm:
@@ -823,11 +910,19 @@ def bench_peers(nmap_skip: str | None) -> dict[str, Any]:
                 "target": f"{s.ip}:{s.port}",
                 "truth": "open" if s.config == "open" else "not-open",
                 "ours": ours.get((s.ip, s.port), "missing"),
-                "reasons": sorted({x for r in scan["results"]
-                                   if (r["ip"], r["port"]) == (s.ip, s.port)
-                                   for x in r["reasons"]}),
-                **({"nmap": nmap_calls.get((s.ip, s.port), "missing")} if nmap_calls is not None
-                   else {}),
+                "reasons": sorted(
+                    {
+                        x
+                        for r in scan["results"]
+                        if (r["ip"], r["port"]) == (s.ip, s.port)
+                        for x in r["reasons"]
+                    }
+                ),
+                **(
+                    {"nmap": nmap_calls.get((s.ip, s.port), "missing")}
+                    if nmap_calls is not None
+                    else {}
+                ),
             }
             for s in started
         }
@@ -839,7 +934,8 @@ def bench_peers(nmap_skip: str | None) -> dict[str, Any]:
             out["nmap_wrong"] = cmp["nmap_wrong"]
             out["ratio_targets_per_second_ours_over_nmap"] = (
                 round(out["ours"]["targets_per_second"] / out["nmap"]["targets_per_second"], 2)
-                if out["nmap"]["targets_per_second"] else None
+                if out["nmap"]["targets_per_second"]
+                else None
             )
         out["ours_wrong"] = cmp["ours_wrong"]
     if notes:
@@ -909,8 +1005,9 @@ def bench_fleet(nmap_skip: str | None, size: int = FLEET_SIZE) -> dict[str, Any]
             wall, runs = run_nmap(groups, CONCURRENCY, host_timeout=90)
             nmap_calls = {k: v for r in runs for k, v in r.calls.items()}
             out["nmap"] = _nmap_summary(size, wall, runs)
-            out["nmap"]["calls"] = dict(collections.Counter(nmap_calls.get(k, "missing")
-                                                            for k in keys))
+            out["nmap"]["calls"] = dict(
+                collections.Counter(nmap_calls.get(k, "missing") for k in keys)
+            )
     truth = {(ip, port): BEHAVIOURS[k].open for ip, port, k in plan}
     group = {(ip, port): k for ip, port, k in plan}
     cmp = compare(truth, group, ours, nmap_calls)

@@ -113,8 +113,9 @@ class ScopedAdmin(admin.ModelAdmin):
         url = reverse("admin:scanning_scanrun_change", args=[run.pk])
         self.message_user(
             request,
-            format_html('Scan <a href="{}">#{}</a> queued for {} target(s).', url, run.pk,
-                        run.targets_total),
+            format_html(
+                'Scan <a href="{}">#{}</a> queued for {} target(s).', url, run.pk, run.targets_total
+            ),
         )
         return run
 

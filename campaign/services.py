@@ -295,8 +295,8 @@ def case_opt_out(
 ) -> Suppression:
     """The recipient asks not to be written to about this server: their address is suppressed
     (every letter service checks it before sending), the case stops where the workflow allows."""
-    case = Case.objects.select_related("server_owner").select_for_update(of=("self",)).get(
-        pk=case.pk
+    case = (
+        Case.objects.select_related("server_owner").select_for_update(of=("self",)).get(pk=case.pk)
     )
     now = timezone.now()
     active = Suppression.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))

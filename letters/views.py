@@ -198,9 +198,7 @@ def _rows(case: Case, language: str, strings: dict[str, str], recheck: Recheck) 
     return rows
 
 
-def _recheck_row(
-    recheck: Recheck, key: tuple[int, str], strings: dict[str, str]
-) -> dict[str, str]:
+def _recheck_row(recheck: Recheck, key: tuple[int, str], strings: dict[str, str]) -> dict[str, str]:
     if recheck.state == "none":
         return {}
     result = recheck.results.get(key)
@@ -331,19 +329,25 @@ def _back(request: HttpRequest, language: str, anchor: str) -> HttpResponse:
 # Each service only records and queues for review; nothing the visitor types is probed.
 FORM_ACTIONS: dict[str, tuple[Any, str, str, Any]] = {
     "not_mine": (
-        NotMineForm, "not_mine_form", "correction",
+        NotMineForm,
+        "not_mine_form",
+        "correction",
         lambda case, link, data: campaign_services.case_correction(
             case=case, kind="not_mine", note=data["note"].strip()
         ),
     ),
     "other_contact": (
-        OtherContactForm, "contact_form", "correction",
+        OtherContactForm,
+        "contact_form",
+        "correction",
         lambda case, link, data: campaign_services.case_correction(
             case=case, kind="other_contact", email=data["email"]
         ),
     ),
     "optout": (
-        OptOutForm, "optout_form", "optout",
+        OptOutForm,
+        "optout_form",
+        "optout",
         lambda case, link, data: campaign_services.case_opt_out(
             case=case, email=_recipient_email(link), reason=data["reason"].strip()
         ),

@@ -99,7 +99,10 @@ def test_each_task_is_routed_to_exactly_one_queue() -> None:
     ):
         route = router.route({}, task)
         assert route["queue"].name == expected, task
-        receivers = [n for n, q in queues.items()
-                     if (q.exchange.name, q.routing_key) == (route["queue"].exchange.name,
-                                                             route["queue"].routing_key)]
+        receivers = [
+            n
+            for n, q in queues.items()
+            if (q.exchange.name, q.routing_key)
+            == (route["queue"].exchange.name, route["queue"].routing_key)
+        ]
         assert receivers == [expected], f"{task} would land in {receivers}"

@@ -21,8 +21,12 @@ from bench.fleet import BEHAVIOURS
 PORTS = {"smtp": 2525}
 SINK_IP = "127.0.99.40"
 ORIGIN_IP = "127.0.99.41"
-TINY_LIMITS = {"connect_timeout": 2.0, "reply_timeout": 0.5, "exchange_timeout": 10.0,
-               "confirm_wait": 2.0}
+TINY_LIMITS = {
+    "connect_timeout": 2.0,
+    "reply_timeout": 0.5,
+    "exchange_timeout": 10.0,
+    "confirm_wait": 2.0,
+}
 
 
 class _Servers:
@@ -145,10 +149,12 @@ def test_the_fleet_serves_each_behaviour() -> None:
                 canary_rcpt = "rcpt@canary.test"
                 ok = [b"220", b"250", b"250", b"250"]
                 assert await _smtp(at["smtp_open_relay"], canary_rcpt, data=True) == ok + [
-                    b"354", b"250"
+                    b"354",
+                    b"250",
                 ]
                 assert await _smtp(at["smtp_catchall"], canary_rcpt, data=True) == ok + [
-                    b"354", b"250"
+                    b"354",
+                    b"250",
                 ]
                 assert (await _smtp(at["smtp_closed"], canary_rcpt))[-1] == b"554"
                 assert (await _smtp(at["smtp_postscreen"], canary_rcpt))[-1] == b"450"
@@ -197,8 +203,13 @@ def test_our_scan_of_a_tiny_fleet_and_the_agreement_with_nmap() -> None:
     group = {(ip, port): k for ip, port, k in plan}
     # What nmap's scripts answer for each behaviour (seen in real runs): "open" for any 250 to
     # RCPT and for a 200 to CONNECT, whatever happened to the mail or the request.
-    nmap_open = {"smtp_open_relay", "smtp_catchall", "http_open_proxy", "http_captive",
-                 "socks5_open"}
+    nmap_open = {
+        "smtp_open_relay",
+        "smtp_catchall",
+        "http_open_proxy",
+        "http_captive",
+        "socks5_open",
+    }
     nmap = {key: "open" if kind in nmap_open else "not-open" for key, kind in group.items()}
 
     result = pb.compare(truth, group, ours, nmap)
@@ -213,8 +224,14 @@ def test_our_scan_of_a_tiny_fleet_and_the_agreement_with_nmap() -> None:
     assert per["smtp_catchall"]["agree"] == 0 and per["smtp_catchall"]["nmap_right"] == 0
     assert per["http_captive"]["ours"] == {"closed": 2}
     assert per["socks5_open"] == {
-        "truth": "open", "targets": 3, "ours": {"confirmed-open": 3}, "ours_right": 3,
-        "nmap": {"open": 3}, "nmap_right": 3, "agree": 3, "agreement": 1.0,
+        "truth": "open",
+        "targets": 3,
+        "ours": {"confirmed-open": 3},
+        "ours_right": 3,
+        "nmap": {"open": 3},
+        "nmap_right": 3,
+        "agree": 3,
+        "agreement": 1.0,
     }
     assert scan["selfcheck_passed"] is True and scan["maxrss_kb"] > 0
 
@@ -269,8 +286,11 @@ def test_nmap_xml_is_read_as_its_scripts_write_it() -> None:
 
 def _query(name: str, qtype: int = 1) -> bytes:
     labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
-    return b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + labels + b"\x00" + struct.pack(
-        "!HH", qtype, 1
+    return (
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+        + labels
+        + b"\x00"
+        + struct.pack("!HH", qtype, 1)
     )
 
 

@@ -46,7 +46,9 @@ try:  # the SMTP sink's module owns the marker; the literal keeps this file usab
 except ImportError:
     SINK_BANNER_MARKER = "secure-your-server-canary-sink"
 
-DEFAULT_USER_AGENT = "SecureYourServer-Scanner (+https://scanner.secure-your-server.invalid/scanning/)"
+DEFAULT_USER_AGENT = (
+    "SecureYourServer-Scanner (+https://scanner.secure-your-server.invalid/scanning/)"
+)
 DEFAULT_LIMITS = Limits()
 HEAD_MAX_BYTES = 16 * 1024
 BANNER_MAX_BYTES = 512
@@ -304,9 +306,7 @@ def _dechunk(data: bytes) -> bytes:
     return bytes(out)
 
 
-async def _read_reply(
-    sess: _Session, reader: asyncio.StreamReader, *, with_body: bool
-) -> _Reply:
+async def _read_reply(sess: _Session, reader: asyncio.StreamReader, *, with_body: bool) -> _Reply:
     deadline = sess.deadline()
     buf = b""
     while True:
@@ -799,8 +799,15 @@ async def probe_http_proxy(
     user_agent: str = DEFAULT_USER_AGENT,
 ) -> ProbeResult:
     probe = _Probe(
-        ip, port, Protocol.HTTP, target=target, canary=canary, hits=hits, limits=limits,
-        source=source, user_agent=user_agent,
+        ip,
+        port,
+        Protocol.HTTP,
+        target=target,
+        canary=canary,
+        hits=hits,
+        limits=limits,
+        source=source,
+        user_agent=user_agent,
     )
 
     async def body() -> None:
@@ -917,8 +924,15 @@ async def probe_socks4(
     user_agent: str = DEFAULT_USER_AGENT,
 ) -> ProbeResult:
     probe = _Probe(
-        ip, port, Protocol.SOCKS4, target=target, canary=canary, hits=hits, limits=limits,
-        source=source, user_agent=user_agent,
+        ip,
+        port,
+        Protocol.SOCKS4,
+        target=target,
+        canary=canary,
+        hits=hits,
+        limits=limits,
+        source=source,
+        user_agent=user_agent,
     )
     host, cport = canary.http_addr
 
@@ -996,8 +1010,15 @@ async def probe_socks5(
     user_agent: str = DEFAULT_USER_AGENT,
 ) -> ProbeResult:
     probe = _Probe(
-        ip, port, Protocol.SOCKS5, target=target, canary=canary, hits=hits, limits=limits,
-        source=source, user_agent=user_agent,
+        ip,
+        port,
+        Protocol.SOCKS5,
+        target=target,
+        canary=canary,
+        hits=hits,
+        limits=limits,
+        source=source,
+        user_agent=user_agent,
     )
     host, cport = canary.http_addr
     v6 = canary.http_addr6

@@ -68,10 +68,10 @@ class _Reconnect(Exception):
     """The server demanded STARTTLS, or an optional STARTTLS failed: start a fresh connection."""
 
 
-
 # Recipient forms whose route depends on a name the server declared itself (its banner): the
 # test message is never sent through them, since that name may belong to anyone.
 ROUTED_BY_SERVER_WORD = frozenset({"rcpt-percent-host"})
+
 
 @dataclass
 class _Reply:

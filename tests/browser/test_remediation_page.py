@@ -66,22 +66,31 @@ def off_the_loop(fn: Callable[[], Any]) -> Any:
 def make_owner(languages: list[str]) -> tuple[Campaign, ServerOwner]:
     User.objects.create_superuser("regulator", "regulator@localhost", "pw")  # approves templates
     partner = Partner.objects.create(
-        country="DE", country_name="Germany", agency="Bundesamt für Serversicherheit",
+        country="DE",
+        country_name="Germany",
+        agency="Bundesamt für Serversicherheit",
         languages=languages,
     )
-    Partner.objects.create(country="US", country_name="United States", agency="Lead Agency",
-                           languages=["en"], is_lead=True)
+    Partner.objects.create(
+        country="US",
+        country_name="United States",
+        agency="Lead Agency",
+        languages=["en"],
+        is_lead=True,
+    )
     campaign = Campaign.objects.create(slug="wave-1", name="Secure Your Server 2026")
     owner = ServerOwner.objects.create(name="Rheinland Hosting", country="DE", partner=partner)
-    Contact.objects.create(server_owner=owner, position=0, kind=Contact.Kind.ABUSE,
-                           email="abuse@rheinland.example")
+    Contact.objects.create(
+        server_owner=owner, position=0, kind=Contact.Kind.ABUSE, email="abuse@rheinland.example"
+    )
     return campaign, owner
 
 
 def smtp_target(owner: ServerOwner, host: str, port: int) -> Target:
     now = timezone.now()
-    target = Target.objects.create(ip=host, port=port, protocol="smtp", first_seen=now,
-                                   last_seen=now)
+    target = Target.objects.create(
+        ip=host, port=port, protocol="smtp", first_seen=now, last_seen=now
+    )
     Attribution.objects.create(target=target, server_owner=owner)
     return target
 
@@ -90,8 +99,11 @@ def letter_link(case: Case) -> str:
     """The case as a sent letter left it: the letter, its link and an approved thank-you."""
     approved_template(case.partner, language=case.language, kind="fixed")
     letter = Letter.objects.create(
-        case=case, kind=LetterKind.INITIAL, language=case.language,
-        recipient_email="abuse@rheinland.example", status=Letter.Status.SENT,
+        case=case,
+        kind=LetterKind.INITIAL,
+        language=case.language,
+        recipient_email="abuse@rheinland.example",
+        status=Letter.Status.SENT,
         sent_at=timezone.now(),
     )
     url, _ = remediation_link_issue(case, letter)
@@ -120,19 +132,23 @@ def test_check_again_against_a_real_postfix_fixed_in_the_meantime(  # type: igno
     with start_peer("postfix", "open", listen="127.0.72.1") as peer:
         target = smtp_target(owner, peer.host, peer.port)
         # The campaign scan that found it open opens the case (campaign's receiver).
-        off_the_loop(lambda: scanning_services.scan_run_start(
-            target_ids=[target.pk], label="wave 1", confirm_relays=True
-        ))
+        off_the_loop(
+            lambda: scanning_services.scan_run_start(
+                target_ids=[target.pk], label="wave 1", confirm_relays=True
+            )
+        )
         found = Finding.objects.get(target=target)
         assert found.is_open, (found.verdict, found.reasons)
         case = Case.objects.get(server_owner=owner)
         # With the canary's mail going nowhere the relay is not confirmed: weak evidence, which
         # a caseworker reviews before the letter goes out (and the letter went out).
         if case.status == Case.Status.NEEDS_REVIEW:
-            campaign_services.case_transition(case=case, to_status=Case.Status.READY,
-                                              actor_label="caseworker", note="Reviewed.")
-        campaign_services.case_transition(case=case, to_status=Case.Status.NOTIFIED,
-                                          actor_label="worker")
+            campaign_services.case_transition(
+                case=case, to_status=Case.Status.READY, actor_label="caseworker", note="Reviewed."
+            )
+        campaign_services.case_transition(
+            case=case, to_status=Case.Status.NOTIFIED, actor_label="worker"
+        )
         token = letter_link(case)
 
         page.goto(f"{live_server.url}/r/{token}/")
@@ -175,27 +191,31 @@ def test_without_javascript_on_a_phone_check_again_closes_the_case(  # type: ign
     langs = two_languages()
     strings = guides.page_strings(langs[0])
     campaign, owner = make_owner(langs)
-    context = browser.new_context(viewport={"width": 390, "height": 844},
-                                  java_script_enabled=False)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, java_script_enabled=False)
     page = context.new_page()
     try:
         with run_trap("closed", "127.0.84.1") as trap:
             target = smtp_target(owner, trap.host, trap.port)
             finding = Finding.objects.create(
-                target=target, protocol="smtp", verdict="confirmed-open",
-                evidence_level="strong", software_family="Exim",
+                target=target,
+                protocol="smtp",
+                verdict="confirmed-open",
+                evidence_level="strong",
+                software_family="Exim",
                 probed_at=timezone.now() - timedelta(days=5),
                 transcript=[{"t_ms": 0, "direction": "<", "text": "220 mx ESMTP Exim 4.96"}],
             )
-            case = campaign_services.case_add_finding(campaign=campaign, owner=owner,
-                                                      finding=finding)
+            case = campaign_services.case_add_finding(
+                campaign=campaign, owner=owner, finding=finding
+            )
             token = letter_link(case)
             page.goto(f"{live_server.url}/r/{token}/")
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, width  # nothing wider than the phone
             assert page.locator(".skip").get_attribute("href") == "#main"
-            page.screenshot(path=str(screenshot_dir / f"remediation-{langs[0]}-phone.png"),
-                            full_page=True)
+            page.screenshot(
+                path=str(screenshot_dir / f"remediation-{langs[0]}-phone.png"), full_page=True
+            )
             with page.expect_navigation(timeout=60_000):
                 page.click("#check-button")
             assert trap.state.connections > 0
@@ -216,7 +236,10 @@ def test_the_script_updates_the_progress_without_a_reload(  # type: ignore[no-un
     campaign, owner = make_owner(langs)
     target = smtp_target(owner, "127.0.85.1", 25)
     finding = Finding.objects.create(
-        target=target, protocol="smtp", verdict="confirmed-open", evidence_level="strong",
+        target=target,
+        protocol="smtp",
+        verdict="confirmed-open",
+        evidence_level="strong",
         probed_at=timezone.now() - timedelta(days=5),
     )
     case = campaign_services.case_add_finding(campaign=campaign, owner=owner, finding=finding)
@@ -225,7 +248,9 @@ def test_the_script_updates_the_progress_without_a_reload(  # type: ignore[no-un
     run = ScanRun.objects.create(label="Re-check", targets_total=1)
     run.targets.set([target])
     campaign_services.case_record_event(
-        case=case, kind=CaseEvent.Kind.RECHECK_REQUESTED, actor_label="recipient",
+        case=case,
+        kind=CaseEvent.Kind.RECHECK_REQUESTED,
+        actor_label="recipient",
         data={"scan_run": run.pk},
     )
     problems = watch_csp(page)
@@ -233,18 +258,24 @@ def test_the_script_updates_the_progress_without_a_reload(  # type: ignore[no-un
     assert page.locator("#check-progress").inner_text() == strings["check_queued"]
     # The worker finishes: the finding is stored and announced, as scanning does.
     closed = Finding.objects.create(
-        target=target, scan_run=run, protocol="smtp", verdict="closed", evidence_level="none",
+        target=target,
+        scan_run=run,
+        protocol="smtp",
+        verdict="closed",
+        evidence_level="none",
         probed_at=timezone.now(),
     )
-    ScanRun.objects.filter(pk=run.pk).update(status=ScanRun.Status.FINISHED, targets_done=1,
-                                             finished_at=timezone.now())
+    ScanRun.objects.filter(pk=run.pk).update(
+        status=ScanRun.Status.FINISHED, targets_done=1, finished_at=timezone.now()
+    )
     finding_recorded.send(sender=Finding, finding=closed)
     page.wait_for_function(
         "text => document.getElementById('case-status').textContent === text",
-        arg=strings["status_fixed"], timeout=15_000,
+        arg=strings["status_fixed"],
+        timeout=15_000,
     )
-    assert page.locator(f'[data-target-result="{target.pk}"]').inner_text() == strings[
-        "result_closed"
-    ]
+    assert (
+        page.locator(f'[data-target-result="{target.pk}"]').inner_text() == strings["result_closed"]
+    )
     assert page.locator("#check-progress").count() == 0
     assert problems == []

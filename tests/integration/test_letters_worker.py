@@ -39,9 +39,22 @@ def start_worker(name: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Pa
     log_path = tmp_path / f"{name}.log"
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "letters",
-            "--pool", "solo", "-n", f"{name}-{os.getpid()}@%h", "--without-gossip",
-            "--without-mingle", "--loglevel", "INFO",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "letters",
+            "--pool",
+            "solo",
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
         ],  # fmt: skip
         cwd=ROOT,
         env=env,

@@ -44,25 +44,40 @@ def token_of(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def add_target(case: Case, ip: str, port: int, *, verdict: str = "confirmed-open",
-               software: str = "", transcript: list[dict] | None = None) -> Target:
+def add_target(
+    case: Case,
+    ip: str,
+    port: int,
+    *,
+    verdict: str = "confirmed-open",
+    software: str = "",
+    transcript: list[dict] | None = None,
+) -> Target:
     now = timezone.now()
-    target = Target.objects.create(ip=ip, port=port, protocol="smtp", first_seen=now,
-                                   last_seen=now)
+    target = Target.objects.create(ip=ip, port=port, protocol="smtp", first_seen=now, last_seen=now)
     Attribution.objects.create(target=target, server_owner=case.server_owner)
     finding = Finding.objects.create(
-        target=target, protocol="smtp", verdict=verdict, evidence_level="strong",
-        software_family=software, probed_at=now,
+        target=target,
+        protocol="smtp",
+        verdict=verdict,
+        evidence_level="strong",
+        software_family=software,
+        probed_at=now,
         transcript=transcript or [{"t_ms": 0, "direction": "<", "text": "220 mx ESMTP"}],
     )
-    campaign_services.case_add_finding(campaign=case.campaign, owner=case.server_owner,
-                                       finding=finding)
+    campaign_services.case_add_finding(
+        campaign=case.campaign, owner=case.server_owner, finding=finding
+    )
     return target
 
 
 def closed_finding(target: Target, run: ScanRun | None = None) -> Finding:
     return Finding.objects.create(
-        target=target, scan_run=run, protocol="smtp", verdict="closed", evidence_level="none",
+        target=target,
+        scan_run=run,
+        protocol="smtp",
+        verdict="closed",
+        evidence_level="none",
         probed_at=timezone.now() + timedelta(seconds=1),
         transcript=[{"t_ms": 0, "direction": "<", "text": "554 5.7.1 Relay access denied"}],
     )
@@ -78,8 +93,11 @@ class RemediationTestCase(BaseTestCase):
         Case.objects.filter(pk=self.alpha_case.pk).update(language=self.lang)
         self.case = Case.objects.get(pk=self.alpha_case.pk)
         self.letter = Letter.objects.create(
-            case=self.case, kind=LetterKind.INITIAL, language=self.lang,
-            recipient_email="abuse@alpha.example", status=Letter.Status.SENT,
+            case=self.case,
+            kind=LetterKind.INITIAL,
+            language=self.lang,
+            recipient_email="abuse@alpha.example",
+            status=Letter.Status.SENT,
         )
         url, self.link = remediation_link_issue(self.case, self.letter)
         self.token = token_of(url)
@@ -108,8 +126,12 @@ class TokenTestCase(RemediationTestCase):
         expired.expires_at = timezone.now() - timedelta(seconds=1)
         expired.save()
         bodies = []
-        for url in (f"/r/{altered}/", "/r/no-such-token/", f"/r/{token_of(expired_url)}/",
-                    f"/r/{'x' * 300}/"):
+        for url in (
+            f"/r/{altered}/",
+            "/r/no-such-token/",
+            f"/r/{token_of(expired_url)}/",
+            f"/r/{'x' * 300}/",
+        ):
             r = self.client.get(url, HTTP_ACCEPT_LANGUAGE="en")
             self.assertEqual(r.status_code, 404)
             self.assertNotContains(r, self.case.reference, status_code=404)
@@ -144,17 +166,29 @@ class TokenTestCase(RemediationTestCase):
 
 class PageTestCase(RemediationTestCase):
     def test_it_shows_each_finding_in_plain_words_with_redacted_evidence(self) -> None:
-        target = add_target(self.case, "192.0.2.11", 587, software="Postfix", transcript=[
-            {"t_ms": 0, "direction": "<", "text": "220 mx.alpha.example ESMTP Postfix"},
-            {"t_ms": 5, "direction": ">", "text": "EHLO scanner.secure-your-server.invalid"},
-            {"t_ms": 9, "direction": ">", "text": f"MAIL FROM:<probe-{TOKEN_HEX}@canary.test>"},
-            {"t_ms": 9, "direction": "!", "text": "internal note: confirm wait"},
-            {"t_ms": 12, "direction": "<", "text": "250 2.1.0 Ok"},
-        ])
+        target = add_target(
+            self.case,
+            "192.0.2.11",
+            587,
+            software="Postfix",
+            transcript=[
+                {"t_ms": 0, "direction": "<", "text": "220 mx.alpha.example ESMTP Postfix"},
+                {"t_ms": 5, "direction": ">", "text": "EHLO scanner.secure-your-server.invalid"},
+                {"t_ms": 9, "direction": ">", "text": f"MAIL FROM:<probe-{TOKEN_HEX}@canary.test>"},
+                {"t_ms": 9, "direction": "!", "text": "internal note: confirm wait"},
+                {"t_ms": 12, "direction": "<", "text": "250 2.1.0 Ok"},
+            ],
+        )
         r = self.client.get(self.url)
         page = r.content.decode()
-        for text in ("192.0.2.10", "192.0.2.11", "587", "220 mx.alpha.example ESMTP Postfix",
-                     "EHLO scanner.secure-your-server.invalid", "[REDACTED]"):
+        for text in (
+            "192.0.2.10",
+            "192.0.2.11",
+            "587",
+            "220 mx.alpha.example ESMTP Postfix",
+            "EHLO scanner.secure-your-server.invalid",
+            "[REDACTED]",
+        ):
             self.assertIn(text, page)
         self.assertNotIn(TOKEN_HEX, page)
         self.assertNotIn("internal note", page)
@@ -198,8 +232,16 @@ class RecheckTestCase(RemediationTestCase):
     def test_a_recheck_probes_only_the_targets_on_record(self) -> None:
         second = add_target(self.case, "192.0.2.12", 25)
         with self.captureOnCommitCallbacks() as callbacks:
-            r = self.post({"action": "recheck", "lang": self.lang, "ip": "1.2.3.4",
-                           "port": "25", "target": "203.0.113.9:25", "target_ids": "999"})
+            r = self.post(
+                {
+                    "action": "recheck",
+                    "lang": self.lang,
+                    "ip": "1.2.3.4",
+                    "port": "25",
+                    "target": "203.0.113.9:25",
+                    "target_ids": "999",
+                }
+            )
         self.assertEqual(r.status_code, 302)
         run = ScanRun.objects.get()
         expected = {self.case.findings.first().target_id, second.pk}
@@ -225,8 +267,9 @@ class RecheckTestCase(RemediationTestCase):
         )
         self.assertEqual(ScanRun.objects.count(), 1)
         beta_url, _ = remediation_link_issue(self.beta_case, None)  # another case is not limited
-        self.assertEqual(self.post({"action": "recheck"}, f"/r/{token_of(beta_url)}/").status_code,
-                         302)
+        self.assertEqual(
+            self.post({"action": "recheck"}, f"/r/{token_of(beta_url)}/").status_code, 302
+        )
         CaseEvent.objects.filter(case=self.case, kind=CaseEvent.Kind.RECHECK_REQUESTED).update(
             at=timezone.now() - timedelta(minutes=11)
         )
@@ -253,8 +296,9 @@ class RecheckTestCase(RemediationTestCase):
             finding_recorded.send(sender=Finding, finding=closed_finding(second, run))
         self.case.refresh_from_db()
         self.assertEqual(self.case.status, Case.Status.FIXED)
-        fixed = CaseEvent.objects.get(case=self.case, to_status=Case.Status.FIXED,
-                                      kind=CaseEvent.Kind.STATUS_CHANGED)
+        fixed = CaseEvent.objects.get(
+            case=self.case, to_status=Case.Status.FIXED, kind=CaseEvent.Kind.STATUS_CHANGED
+        )
         self.assertEqual(fixed.from_status, Case.Status.READY)
         self.assertIn("Verified fixed", fixed.note)
         self.assertEqual(
@@ -279,18 +323,25 @@ class RecheckTestCase(RemediationTestCase):
     @override_settings(**FAST_SCAN)
     def test_check_again_against_a_fixed_server_closes_the_case(self) -> None:
         owner = ServerOwner.objects.create(name="Trap Hosting", country="GB", partner=self.alpha)
-        Contact.objects.create(server_owner=owner, position=0, kind=Contact.Kind.ABUSE,
-                               email="abuse@trap.example")
+        Contact.objects.create(
+            server_owner=owner, position=0, kind=Contact.Kind.ABUSE, email="abuse@trap.example"
+        )
         with run_trap("closed", "127.0.83.1") as trap:
             now = timezone.now()
-            target = Target.objects.create(ip=trap.host, port=trap.port, protocol="smtp",
-                                           first_seen=now, last_seen=now)
+            target = Target.objects.create(
+                ip=trap.host, port=trap.port, protocol="smtp", first_seen=now, last_seen=now
+            )
             Attribution.objects.create(target=target, server_owner=owner)
-            finding = Finding.objects.create(target=target, protocol="smtp",
-                                             verdict="confirmed-open", evidence_level="strong",
-                                             probed_at=now - timedelta(days=3))
-            case = campaign_services.case_add_finding(campaign=self.campaign, owner=owner,
-                                                      finding=finding)
+            finding = Finding.objects.create(
+                target=target,
+                protocol="smtp",
+                verdict="confirmed-open",
+                evidence_level="strong",
+                probed_at=now - timedelta(days=3),
+            )
+            case = campaign_services.case_add_finding(
+                campaign=self.campaign, owner=owner, finding=finding
+            )
             url, _ = remediation_link_issue(case, None)
             with self.captureOnCommitCallbacks(execute=True):
                 r = self.post({"action": "recheck"}, f"/r/{token_of(url)}/")
@@ -317,8 +368,9 @@ class CorrectionTestCase(RemediationTestCase):
         event = CaseEvent.objects.get(case=self.case, kind=CaseEvent.Kind.CORRECTION)
         self.assertEqual(event.data["correction"], "not_mine")
         self.assertEqual(event.data["note"], "We sold it in May.")
-        self.assertEqual(list(self.case.server_owner.contacts.values_list("email", flat=True)),
-                         contacts)  # nothing changes by itself
+        self.assertEqual(
+            list(self.case.server_owner.contacts.values_list("email", flat=True)), contacts
+        )  # nothing changes by itself
         self.assertEqual(self.case.server_owner_id, self.alpha_case.server_owner_id)
         self.assertContains(self.client.get(self.url), self.s["correction_thanks"])
         self.client.force_login(self.alpha_staff)
@@ -326,8 +378,7 @@ class CorrectionTestCase(RemediationTestCase):
         self.assertContains(queue, self.case.reference)
 
     def test_another_contact_is_recorded_not_added(self) -> None:
-        r = self.post({"action": "other_contact", "lang": self.lang,
-                       "email": "noc@alpha.example"})
+        r = self.post({"action": "other_contact", "lang": self.lang, "email": "noc@alpha.example"})
         self.assertEqual(r.status_code, 302)
         event = CaseEvent.objects.get(case=self.case, kind=CaseEvent.Kind.CORRECTION)
         self.assertEqual(event.data["email"], "noc@alpha.example")

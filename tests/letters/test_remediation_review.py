@@ -20,11 +20,13 @@ class MultiProtocolTestCase(RemediationTestCase):
     def setUp(self) -> None:
         super().setUp()
         owner = ServerOwner.objects.create(name="Socks Hosting", country="GB", partner=self.alpha)
-        Contact.objects.create(server_owner=owner, position=0, kind=Contact.Kind.ABUSE,
-                               email="abuse@socks.example")
+        Contact.objects.create(
+            server_owner=owner, position=0, kind=Contact.Kind.ABUSE, email="abuse@socks.example"
+        )
         now = timezone.now()
-        self.target = Target.objects.create(ip="192.0.2.50", port=1080, protocol="unknown",
-                                            first_seen=now, last_seen=now)
+        self.target = Target.objects.create(
+            ip="192.0.2.50", port=1080, protocol="unknown", first_seen=now, last_seen=now
+        )
         Attribution.objects.create(target=self.target, server_owner=owner)
         opened = self.finding("socks5", "confirmed-open", now - timedelta(days=2))
         self.socks_case = campaign_services.case_add_finding(
@@ -33,11 +35,16 @@ class MultiProtocolTestCase(RemediationTestCase):
         url, _ = remediation_link_issue(self.socks_case, None)
         self.socks_url = f"/r/{token_of(url)}/"
 
-    def finding(self, protocol: str, verdict: str, at: object,
-                run: ScanRun | None = None) -> Finding:
+    def finding(
+        self, protocol: str, verdict: str, at: object, run: ScanRun | None = None
+    ) -> Finding:
         return Finding.objects.create(
-            target=self.target, scan_run=run, protocol=protocol, verdict=verdict,
-            evidence_level="strong" if verdict != "closed" else "none", probed_at=at,
+            target=self.target,
+            scan_run=run,
+            protocol=protocol,
+            verdict=verdict,
+            evidence_level="strong" if verdict != "closed" else "none",
+            probed_at=at,
             transcript=[{"t_ms": 0, "direction": "<", "text": "reply"}],
         )
 
@@ -70,8 +77,7 @@ class MultiProtocolTestCase(RemediationTestCase):
         self.finding("socks5", "confirmed-open", now, run)
         self.finding("http", "closed", now, run)  # newest for the target, another protocol
         data = self.client.get(f"{self.socks_url}status.json").json()
-        self.assertEqual([(f["status"], f["result"]) for f in data["findings"]],
-                         [("open", "open")])
+        self.assertEqual([(f["status"], f["result"]) for f in data["findings"]], [("open", "open")])
         page = self.client.get(self.socks_url).content.decode()
         self.assertNotIn(self.s["result_closed"], page)
 
@@ -79,7 +85,9 @@ class MultiProtocolTestCase(RemediationTestCase):
 class OptOutStateTestCase(RemediationTestCase):
     def test_an_expired_opt_out_is_not_shown_as_in_force(self) -> None:
         Suppression.objects.create(
-            partner=self.alpha, email="abuse@alpha.example", reason=Suppression.Reason.OPT_OUT,
+            partner=self.alpha,
+            email="abuse@alpha.example",
+            reason=Suppression.Reason.OPT_OUT,
             expires_at=timezone.now() - timedelta(days=1),
         )
         r = self.client.get(self.url)
@@ -99,8 +107,11 @@ class RecheckRefusedTestCase(RemediationTestCase):
 class MangledLinkTestCase(RemediationTestCase):
     def test_a_link_with_extra_path_segments_gets_the_neutral_page(self) -> None:
         neutral = self.client.get("/r/no-such-token/", HTTP_ACCEPT_LANGUAGE="en")
-        for path in (f"/r/{self.token}/extra/", f"/r/{self.token[:8]}/{self.token[8:]}/",
-                     "/r/%C3%A9/%00/"):
+        for path in (
+            f"/r/{self.token}/extra/",
+            f"/r/{self.token[:8]}/{self.token[8:]}/",
+            "/r/%C3%A9/%00/",
+        ):
             r = self.client.get(path, HTTP_ACCEPT_LANGUAGE="en")
             self.assertEqual(r.status_code, 404)
             self.assertEqual(r.content, neutral.content)

@@ -34,7 +34,9 @@ class ScanRunTestCase(BaseTestCase):
     def scan(self, *targets: Target, by=None) -> ScanRun:  # type: ignore[no-untyped-def]
         with self.captureOnCommitCallbacks(execute=True):
             run = services.scan_run_start(
-                target_ids=[t.pk for t in targets], label="test", requested_by=by,
+                target_ids=[t.pk for t in targets],
+                label="test",
+                requested_by=by,
                 confirm_relays=False,
             )
         run.refresh_from_db()
@@ -50,8 +52,9 @@ class ScanRunTestCase(BaseTestCase):
             run = self.scan(*targets)
         self.assertEqual(run.status, ScanRun.Status.FINISHED)
         self.assertEqual((run.targets_done, run.targets_total), (3, 3))
-        verdicts = {f.target.ip: f.verdict for f in Finding.objects.filter(scan_run=run,
-                                                                             retry_after=None)}
+        verdicts = {
+            f.target.ip: f.verdict for f in Finding.objects.filter(scan_run=run, retry_after=None)
+        }
         self.assertEqual(verdicts["127.0.81.1"], "likely-open-weak")
         self.assertEqual(verdicts["127.0.81.2"], "closed")
         finding = Finding.objects.filter(target=targets[1]).get()
@@ -70,8 +73,9 @@ class ScanRunTestCase(BaseTestCase):
         self.assertIn("temp_reject_4xx", first.reasons)
         self.assertNotEqual(second.verdict, "inconclusive")
         self.assertEqual(first.token, second.token)  # a greylister keys on sender and recipient
-        self.assertEqual(list(run.batches.values_list("attempt", flat=True).order_by("attempt")),
-                         [0, 1])
+        self.assertEqual(
+            list(run.batches.values_list("attempt", flat=True).order_by("attempt")), [0, 1]
+        )
         self.assertEqual(run.targets_done, 1)
 
     def test_an_excluded_network_is_never_contacted(self) -> None:
@@ -114,8 +118,12 @@ class ScanRunTestCase(BaseTestCase):
 
     def test_targets_are_split_into_batches(self) -> None:
         now = timezone.now()
-        targets = [Target.objects.create(ip=f"192.0.2.{i}", port=25, protocol="smtp",
-                                         first_seen=now, last_seen=now) for i in range(1, 6)]
+        targets = [
+            Target.objects.create(
+                ip=f"192.0.2.{i}", port=25, protocol="smtp", first_seen=now, last_seen=now
+            )
+            for i in range(1, 6)
+        ]
         with override_settings(SCAN_BATCH_SIZE=2), self.captureOnCommitCallbacks() as callbacks:
             run = services.scan_run_start(target_ids=[t.pk for t in targets], label="split")
         self.assertEqual([len(b.target_ids) for b in run.batches.order_by("id")], [2, 2, 1])
@@ -128,8 +136,10 @@ class ScanAdminTestCase(BaseTestCase):
         target = self.alpha_case.findings.first().target
         self.client.force_login(self.lead_staff)
         with self.captureOnCommitCallbacks() as callbacks:
-            response = self.client.post("/admin/scanning/target/",
-                                        {"action": "scan_targets", "_selected_action": [target.pk]})
+            response = self.client.post(
+                "/admin/scanning/target/",
+                {"action": "scan_targets", "_selected_action": [target.pk]},
+            )
         self.assertEqual(response.status_code, 302)
         run = ScanRun.objects.get()
         self.assertEqual((run.targets_total, run.requested_by), (1, self.lead_staff))
@@ -141,6 +151,7 @@ class ScanAdminTestCase(BaseTestCase):
     def test_partner_staff_cannot_start_scans(self) -> None:
         target = self.alpha_case.findings.first().target
         self.client.force_login(self.alpha_staff)
-        self.client.post("/admin/scanning/target/",
-                         {"action": "scan_targets", "_selected_action": [target.pk]})
+        self.client.post(
+            "/admin/scanning/target/", {"action": "scan_targets", "_selected_action": [target.pk]}
+        )
         self.assertFalse(ScanRun.objects.exists())

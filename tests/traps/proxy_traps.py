@@ -113,9 +113,7 @@ async def _upstream(
     # Leave from the trap's own address, as a real proxy's exit IP is its own.
     own = str(client.get_extra_info("sockname")[0])
     local = (own, 0) if (":" in own) == (":" in host) else None
-    return await asyncio.wait_for(
-        asyncio.open_connection(host, port, local_addr=local), IO_TIMEOUT
-    )
+    return await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=local), IO_TIMEOUT)
 
 
 async def _hold(reader: asyncio.StreamReader) -> None:

@@ -26,16 +26,17 @@ CANARY = CanaryConfig(
 )
 
 
-async def _exchange(
-    port: int, request: bytes, *, tls: bool = False
-) -> tuple[bytes, bytes | None]:
+async def _exchange(port: int, request: bytes, *, tls: bool = False) -> tuple[bytes, bytes | None]:
     ctx = None
     if tls:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     reader, writer = await asyncio.open_connection(
-        HOST, port, local_addr=(CLIENT, 0), ssl=ctx,
+        HOST,
+        port,
+        local_addr=(CLIENT, 0),
+        ssl=ctx,
         server_hostname=CANARY.domain if tls else None,
     )
     cert = writer.get_extra_info("ssl_object").getpeercert(binary_form=True) if tls else None

@@ -182,8 +182,13 @@ def test_it_closes_a_refused_port() -> None:
         async def go() -> ProbeResult:
             async with running_canary(v6=False) as (canary, hits):
                 return await probe_http_proxy(
-                    TRAP_HOST, port, target=f"{TRAP_HOST}:{port}", canary=canary, hits=hits,
-                    limits=LIMITS, source=SOURCE,
+                    TRAP_HOST,
+                    port,
+                    target=f"{TRAP_HOST}:{port}",
+                    canary=canary,
+                    hits=hits,
+                    limits=LIMITS,
+                    source=SOURCE,
                 )
 
         result = asyncio.run(go())
