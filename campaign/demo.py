@@ -33,6 +33,35 @@ PARTNERS: list[tuple[str, str, str, list[str]]] = [
     ("BG", "Bulgaria", "Communications Regulation Commission", ["bg"]),
     ("CY", "Cyprus", "Office of the Commissioner of Electronic Communications", ["el", "en", "tr"]),
 ]
+# IANA time zone of each partner (its capital): export dates and sending windows.
+TIME_ZONES: dict[str, str] = {
+    "US": "America/New_York",
+    "GB": "Europe/London",
+    "JP": "Asia/Tokyo",
+    "KR": "Asia/Seoul",
+    "TW": "Asia/Taipei",
+    "BR": "America/Sao_Paulo",
+    "AR": "America/Argentina/Buenos_Aires",
+    "AU": "Australia/Sydney",
+    "CA": "America/Toronto",
+    "CL": "America/Santiago",
+    "DE": "Europe/Berlin",
+    "NL": "Europe/Amsterdam",
+    "ES": "Europe/Madrid",
+    "BE": "Europe/Brussels",
+    "DK": "Europe/Copenhagen",
+    "NO": "Europe/Oslo",
+    "CH": "Europe/Zurich",
+    "IE": "Europe/Dublin",
+    "PL": "Europe/Warsaw",
+    "LT": "Europe/Vilnius",
+    "MY": "Asia/Kuala_Lumpur",
+    "CO": "America/Bogota",
+    "PE": "America/Lima",
+    "PA": "America/Panama",
+    "BG": "Europe/Sofia",
+    "CY": "Asia/Nicosia",
+}
 LEAD_COUNTRY = "US"
 
 # Staff with one role each, for two partners; the lead agency gets a caseworker who sees all.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zoneinfo
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -25,6 +27,13 @@ def validate_languages(value: object) -> None:
             )
 
 
+def validate_time_zone(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"{value!r} is not an IANA time zone name.") from exc
+
+
 class Partner(models.Model):
     """A national agency; the lead regulator is one partner too."""
 
@@ -42,6 +51,12 @@ class Partner(models.Model):
     website = models.URLField(blank=True)
     letterhead = models.FileField(upload_to="letterheads/", blank=True)
     address = models.TextField(blank=True, help_text="Postal address printed on the letterhead.")
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="IANA time zone (e.g. Europe/Berlin): dates in exports, sending windows.",
+    )
 
     class Meta:
         ordering = ["country"]

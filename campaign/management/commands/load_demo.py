@@ -104,6 +104,7 @@ class Command(BaseCommand):
                     "signatory_name": "Head of Network Security Outreach",
                     "signatory_title": agency,
                     "reply_to": f"secure-your-server@{country.lower()}.agency.example",
+                    "time_zone": demo.TIME_ZONES[country],
                 },
             )
             partners[country] = partner
