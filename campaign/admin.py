@@ -253,6 +253,24 @@ def _transition_action(to_status: str, description: str) -> Any:
     return action
 
 
+class TriageFilter(admin.SimpleListFilter):
+    """Owners the lead agency triages (country unknown or without a partner): the dashboard
+    links here."""
+
+    title = "lead agency triage"
+    parameter_name = "triage"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "In triage")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(
+                status=Case.Status.NEEDS_REVIEW, review_reason__icontains="triage"
+            )
+        return queryset
+
+
 @admin.register(Case)
 class CaseAdmin(PartnerScopedAdmin):
     list_display = (
@@ -264,7 +282,7 @@ class CaseAdmin(PartnerScopedAdmin):
         "finding_count",
         "opened_at",
     )
-    list_filter = ("status", "partner", "campaign", "language")
+    list_filter = ("status", TriageFilter, "partner", "campaign", "language")
     list_select_related = ("server_owner", "partner")
     search_fields = ("reference", "server_owner__name", "server_owner__contacts__email")
     date_hierarchy = "opened_at"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 from campaign.models import Membership, Partner
 
 AnyUser = AbstractBaseUser | AnonymousUser
+_M = TypeVar("_M", bound=Model)
 
 ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.CASEWORKER: 1, Membership.Role.APPROVER: 2}
 
@@ -76,3 +77,10 @@ def has_role(user: AnyUser, role: str, partner: Partner | None = None) -> bool:
         if r.partner_is_lead and role != Membership.Role.APPROVER:
             return True
     return False
+
+
+def visible(qs: QuerySet[_M], user: AnyUser, *, partner_field: str = "partner") -> QuerySet[_M]:
+    """`qs` narrowed to what `user` may see: the admin's scoping rule, for any other reader."""
+    if sees_all_partners(user):
+        return qs
+    return qs.filter(**{f"{partner_field}__in": partners_for(user)})
