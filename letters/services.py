@@ -17,7 +17,7 @@ from anymail.signals import AnymailTrackingEvent, EventType
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from campaign import selectors, workflow
@@ -228,13 +228,9 @@ QUEUEABLE = {
 }
 
 
-def _active_suppressions() -> QuerySet[Suppression]:
-    now = timezone.now()
-    return Suppression.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-
-
-def email_is_suppressed(email: str) -> bool:
-    return _active_suppressions().filter(email__iexact=email).exists()
+def email_is_suppressed(email: str, *, partner: Partner) -> bool:
+    """Whether `partner`'s letters must not go to this address (its own or a global one)."""
+    return Suppression.objects.active().affecting(partner).filter(email__iexact=email).exists()
 
 
 def letter_next_contact(case: Case, *, kind: str = LetterKind.INITIAL) -> Contact | None:
@@ -246,7 +242,13 @@ def letter_next_contact(case: Case, *, kind: str = LetterKind.INITIAL) -> Contac
             "recipient_email", flat=True
         )
     }
-    suppressed = {e.lower() for e in _active_suppressions().values_list("email", flat=True) if e}
+    suppressed = {
+        e.lower()
+        for e in Suppression.objects.active()
+        .affecting(case.partner_id)
+        .values_list("email", flat=True)
+        if e
+    }
     contacts = case.server_owner.contacts.filter(bounced_at__isnull=True).exclude(
         kind=Contact.Kind.PARTNER
     )
@@ -278,7 +280,7 @@ def letter_queue_refusal(
     # The case stays `ready` until the letter is sent: a second click would pick the next contact.
     if Letter.objects.filter(case=case, kind=kind, status__in=IN_FLIGHT).exists():
         return f"a {kind} letter is on its way already"
-    if owner_is_suppressed(case.server_owner):
+    if owner_is_suppressed(case.server_owner, partner=case.partner):
         return "the owner or its contacts asked not to be written to"
     if rendering.approved_template(case.partner, kind=kind, language=case.language) is None:
         return f"no approved {kind} template in “{case.language}” for {case.partner.country}"
@@ -398,9 +400,10 @@ def _letter_requeued(letter: Letter, error: str) -> None:
 
 def _send_refusal(letter: Letter) -> str | None:
     """Checked again at send time: the case or its owner may have changed since queueing."""
-    if email_is_suppressed(letter.recipient_email):
+    active = Suppression.objects.active().affecting(letter.case.partner_id)
+    if active.filter(email__iexact=letter.recipient_email).exists():
         return "The recipient asked not to be written to (suppressed)."
-    if _active_suppressions().filter(server_owner_id=letter.case.server_owner_id).exists():
+    if active.filter(server_owner_id=letter.case.server_owner_id).exists():
         return "The owner asked not to be written to (suppressed)."
     if letter.case.status not in QUEUEABLE[LetterKind(letter.kind)]:
         return f"The case is “{letter.case.get_status_display()}” now: not sent."
@@ -659,7 +662,8 @@ def _apply_delivery_event(record: DeliveryEvent) -> None:
         _queue_next_contact(case, letter)
     elif record.event_type == EventType.COMPLAINED:
         email = record.recipient or letter.recipient_email
-        if not _active_suppressions().filter(email__iexact=email).exists():
+        active = Suppression.objects.active().affecting(case.partner)
+        if not active.filter(email__iexact=email).exists():
             Suppression.objects.create(
                 partner=case.partner,
                 email=email,
