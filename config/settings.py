@@ -248,7 +248,7 @@ ATTRIBUTION_DNS_TIMEOUT = env_int("ATTRIBUTION_DNS_TIMEOUT", 5, minimum=1)
 INTAKE_OWN_DOMAINS = env_list("INTAKE_OWN_DOMAINS", [])
 INTAKE_SYNC_MAX_BYTES = env_int("INTAKE_SYNC_MAX_BYTES", 4 * 1024 * 1024, minimum=0)
 
-# Campaign scans: batch size, manners and bounds (PROBES.md). Tests shrink the waits to seconds.
+# Campaign scans: batch size, manners and bounds (docs/probes.md). Tests shrink the waits.
 SCAN_BATCH_SIZE = env_int("SCAN_BATCH_SIZE", 50, minimum=1)
 SCAN_CONCURRENCY = env_int("SCAN_CONCURRENCY", 64, minimum=1)
 SCAN_NETWORK_RATE = float(env_int("SCAN_NETWORK_RATE", 2, minimum=0))  # sessions/s per /24, /48
