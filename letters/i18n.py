@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_python
@@ -66,14 +67,15 @@ def source_files() -> list[Path]:
     return files
 
 
-def _messages(path: Path) -> Iterable[tuple[int, str, object, list[str]]]:
+def _messages(path: Path) -> Iterable[Any]:
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".html":
         # Django's scanner writes Python-like text for xgettext; Python's tokenizer (Babel's)
         # also wants consistent indentation, which the template's own does not give.
         text = "\n".join(line.lstrip() for line in templatize(text, origin=str(path)).split("\n"))
-    options = {"encoding": "utf-8"}
-    return extract_python(io.BytesIO(text.encode("utf-8")), list(KEYWORDS), [], options)
+    options: Any = {"encoding": "utf-8"}
+    keywords: Any = list(KEYWORDS)
+    return extract_python(io.BytesIO(text.encode("utf-8")), keywords, [], options)
 
 
 def extract() -> Catalog:
@@ -165,8 +167,8 @@ class Problem:
         return f"{po_path(self.language)}: {self.what}: {self.msgid!r}"
 
 
-def _placeholders(text: str) -> set[str]:
-    return set(PLACEHOLDER.findall(text))
+def _placeholders(text: Any) -> set[str]:
+    return set(PLACEHOLDER.findall(str(text or "")))
 
 
 def check(languages: Iterable[str] | None = None) -> list[Problem]:
@@ -182,7 +184,7 @@ def check(languages: Iterable[str] | None = None) -> list[Problem]:
         for wanted in template:
             if not wanted.id:
                 continue
-            key = wanted.id[0] if isinstance(wanted.id, tuple) else wanted.id
+            key: str = str(wanted.id[0] if isinstance(wanted.id, tuple) else wanted.id)
             message = catalogue.get(wanted.id, context=wanted.context)
             if message is None:
                 problems.append(Problem(language, key, "missing"))
@@ -193,7 +195,7 @@ def check(languages: Iterable[str] | None = None) -> list[Problem]:
             if message.fuzzy or not all(translations):
                 problems.append(Problem(language, key, "untranslated"))
                 continue
-            ids = wanted.id if isinstance(wanted.id, tuple) else (wanted.id,)
+            ids: Any = wanted.id if isinstance(wanted.id, tuple) else (wanted.id,)
             # A plural form may leave the count out ("one file"), never name another value.
             expected = set().union(*(_placeholders(i) for i in ids))
             for text in translations:
