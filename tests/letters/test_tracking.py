@@ -211,7 +211,7 @@ class TrackingTestCase(BaseTestCase):
         self.assertEqual(suppression.partner, self.alpha)
         self.letter.refresh_from_db()
         self.assertEqual(self.letter.status, Letter.Status.COMPLAINED)
-        self.assertTrue(services.email_is_suppressed(self.email))
+        self.assertTrue(services.email_is_suppressed(self.email, partner=self.alpha))
 
     # --- once, and only from the ESP ----------------------------------------------------------
     def test_a_duplicate_is_stored_and_applied_once(self) -> None:
