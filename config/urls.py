@@ -9,7 +9,7 @@ from reporting.views import results_page
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
-    path("anymail/", include("anymail.urls")),
+    path("anymail/", include("letters.webhooks")),
     path("scanning/", include("scanning.urls")),
     path("r/", include("letters.urls")),
     path("results/", results_page, name="results"),

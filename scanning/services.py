@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
 from scanning.models import Exclusion, Finding, Protocol, ScanBatch, ScanRun, Target
 from scanning.probes import cli, runner
-from scanning.probes.base import Limits, ProbeResult
+from scanning.probes.base import Limits, ProbeResult, host_port
 from scanning.signals import finding_recorded
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def scan_run_start(
     *,
     target_ids: list[int],
     label: str,
-    requested_by: AbstractBaseUser | None = None,
+    requested_by: User | None = None,
     confirm_relays: bool = True,
 ) -> ScanRun:
     """Create a scan run and queue its batches (on commit: the worker must find the rows)."""
@@ -178,8 +179,7 @@ async def _probe_targets(
 
 
 def _given(target: Target) -> str:
-    host = f"[{target.ip}]" if ":" in target.ip else target.ip
-    return f"{host}:{target.port}"
+    return host_port(target.ip, target.port)
 
 
 def _finding_from(result: ProbeResult, target: Target, scan_run_id: int, now: datetime) -> Finding:
@@ -240,7 +240,7 @@ def _finish_batch(
         run.save(update_fields=["verdict_counts", "targets_done", "note", "status", "finished_at"])
         for finding in stored:  # campaign opens cases; it acts once the rows are committed
             transaction.on_commit(
-                lambda f=finding: finding_recorded.send(sender=Finding, finding=f)
+                functools.partial(finding_recorded.send, sender=Finding, finding=finding)
             )
 
 
@@ -270,7 +270,7 @@ def scan_limits() -> Limits:
 
 def probe_environment(*, limits: Limits | None = None) -> cli.ProbeEnvironment:
     """What the probe command and scan workers read from settings. The command passes
-    PROBES.md's own bounds; campaign scans use the SCAN_* settings."""
+    the bounds of docs/probes.md; campaign scans use the SCAN_* settings."""
     from scanning.hitstore import DatabaseHitStore
 
     return cli.ProbeEnvironment(
