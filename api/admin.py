@@ -1,5 +1,6 @@
 """API tokens in the admin: created here (shown once, on the page that creates them), revoked
-here. Each staff user sees and manages their own; superusers see everyone's."""
+here. Each staff user sees their own (superusers everyone's); caseworkers and approvers create
+and revoke them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -37,7 +39,9 @@ class ApiTokenAdmin(ScopedAdmin):
         return qs if request.user.is_superuser else qs.filter(user=request.user)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_staff) and selectors.is_member(request.user)
+        # As everywhere in the admin, viewers change nothing: an administrator gives a viewer a
+        # token with `manage.py create_api_token`.
+        return bool(request.user.is_staff) and selectors.has_role(request.user, self.change_role)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Tokens are not edited: the revoke action is the one change (it needs this permission).
@@ -52,6 +56,7 @@ class ApiTokenAdmin(ScopedAdmin):
         self.message_user(request, f"{count} token(s) revoked.", messages.SUCCESS)
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        assert isinstance(request.user, User)  # the admin admits only logged-in staff
         token, raw = services.api_token_create(user=request.user, name=obj.name)
         obj.pk, obj.prefix, obj.key_hash = token.pk, token.prefix, token.key_hash
         obj.user, obj.created_at = token.user, token.created_at

@@ -183,7 +183,7 @@ def populate(cases: int, *, seed: int = 7) -> dict[str, int]:
         if letter_at is None:
             continue
         roll = rng.random()
-        status = (
+        letter_status = (
             Letter.Status.BOUNCED
             if roll < 0.04
             else Letter.Status.COMPLAINED
@@ -197,7 +197,7 @@ def populate(cases: int, *, seed: int = 7) -> dict[str, int]:
                 kind="initial",
                 language="en",
                 recipient_email=email,
-                status=status,
+                status=letter_status,
                 sent_at=letter_at,
                 status_changed_at=letter_at,
             )
@@ -274,7 +274,7 @@ def run(cases: int | None = None) -> dict[str, Any]:
             Membership.objects.create(
                 user=lead, partner=Partner.objects.get(is_lead=True), role="viewer"
             )
-            partner = Partner.objects.exclude(is_lead=True).order_by("id").first()
+            partner = Partner.objects.exclude(is_lead=True).order_by("id")[0]
             viewer = User.objects.create_user("bench-partner", "p@localhost", "pw", is_staff=True)
             Membership.objects.create(user=viewer, partner=partner, role="viewer")
             for name, user in (("lead", lead), ("partner", viewer)):

@@ -190,18 +190,18 @@ def compute_figures(*, now: datetime | None = None) -> dict[int | None, dict[str
         if first_day <= last_day:
             fixed_diff[partner_id][first_day] += 1
             fixed_diff[partner_id][last_day + 1] -= 1
-    for partner_id, counts in last_days.items():
+    for key, counts in last_days.items():
         eligible, running = [0] * (CURVE_DAYS + 1), 0
         for d in range(CURVE_DAYS, -1, -1):
             running += counts[d]
             eligible[d] = running
-        figures[partner_id]["curve_eligible"] = eligible
-    for partner_id, diff in fixed_diff.items():
+        figures[key]["curve_eligible"] = eligible
+    for key, diff in fixed_diff.items():
         fixed, running = [0] * (CURVE_DAYS + 1), 0
         for d in range(CURVE_DAYS + 1):
             running += diff[d]
             fixed[d] = running
-        figures[partner_id]["curve_fixed"] = fixed
+        figures[key]["curve_fixed"] = fixed
     return dict(figures)
 
 

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.core.cache import cache
+from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -38,7 +39,7 @@ RESULTS_CACHE_SECONDS = 300
 CURVE_TICKS = (0, 7, 14, 30, 45, 60, 90)
 
 
-def _changelist(model: type, **params: object) -> str:
+def _changelist(model: type[Model], **params: object) -> str:
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
     return f"{url}?{urlencode(params)}" if params else url
 

@@ -26,4 +26,4 @@ PROTOCOL_KIND = {
 
 
 def kind_of(protocol: str) -> str | None:
-    return PROTOCOL_KIND.get(protocol)  # type: ignore[call-overload]
+    return PROTOCOL_KIND.get(protocol)
