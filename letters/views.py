@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone, translation
+from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_http_methods
 
 from campaign import services as campaign_services
@@ -428,3 +429,24 @@ def remediation_status(request: HttpRequest, token: str) -> HttpResponse:
             ],
         }
     )
+
+
+def owner_page_preview(
+    request: HttpRequest, link: RemediationLink, *, language: str
+) -> HttpResponse:
+    """The page exactly as the owner sees it, for staff in the admin: same template, same
+    context, from an unsaved link (no token is issued, read or used up)."""
+    response = _page(request, link, language=language)
+    banner = (
+        '<div role="note" style="background:#1f3d6b;color:#fff;padding:.6em 1em;'
+        'font:600 15px/1.4 system-ui,sans-serif">'
+        + escape(
+            "Staff preview of the owner's page (case "
+            f"{link.case.reference}). Buttons and forms do nothing here."
+        )
+        + "</div>"
+    )
+    content = response.content.decode("utf-8")
+    at = content.find(">", content.find("<body")) + 1
+    response.content = (content[:at] + banner + content[at:]).encode("utf-8")
+    return response
