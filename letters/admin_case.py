@@ -32,6 +32,7 @@ from campaign.admin_base import log_service_action
 from campaign.models import Case
 from letters import links, rendering, services
 from letters.models import Letter, LetterKind, RemediationLink
+from letters.services import queueing
 
 # Staff-written HTML in a preview: no scripts, no remote loads, nothing but our styles and images.
 PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
@@ -77,7 +78,7 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
         Letter.objects.filter(case=case).select_related("template").order_by("created_at", "id")
     )
     suppressed = {
-        e.lower() for e in services._active_suppressions().values_list("email", flat=True) if e
+        e.lower() for e in queueing._active_suppressions().values_list("email", flat=True) if e
     }
     next_contact = services.letter_next_contact(case)
     written = {}
@@ -116,41 +117,35 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
         for e in events
     ]
     kind = next_letter_kind(case)
-    actions = [
-        Action(
-            _("Preview letter (HTML)"),
-            url=reverse("admin:campaign_case_letter_preview", args=[case.pk, kind, "html"]),
-            new_tab=True,
-        ),
-        Action(
-            _("Preview letter (PDF)"),
-            url=reverse("admin:campaign_case_letter_preview", args=[case.pk, kind, "pdf"]),
-            new_tab=True,
-        ),
+    actions: list[Action] = []
+    if may_act:
+        refusal = services.letter_queue_refusal(case, fresh=True) or ""
+        actions.append(Action(_("Queue letter…"), "queue_advisory_letter", refusal=refusal))
+        actions[-1].primary = True
+        if case.status != Case.Status.READY:
+            ready = (
+                ""
+                if workflow.can_transition(case.status, Case.Status.READY)
+                else f"not from “{case.get_status_display()}”"
+            )
+            actions.append(Action(_("Mark ready"), "mark_ready", refusal=ready))
+        resend = (
+            services.letter_queue_refusal(case, fresh=False) or ""
+            if any(letter.kind == LetterKind.INITIAL for letter in letters)
+            else "no letter has been sent yet"
+        )
+        actions.append(Action(_("Resend to the next contact…"), "resend_to_next_contact"))
+        actions[-1].refusal = resend
+    previews = reverse("admin:campaign_case_letter_preview", args=[case.pk, kind, "html"])
+    actions += [
+        Action(_("Preview letter"), url=previews, new_tab=True),
+        Action(_("PDF"), url=previews.replace("/html/", "/pdf/"), new_tab=True),
         Action(
             _("View the owner's page"),
             url=reverse("admin:campaign_case_owner_page", args=[case.pk]),
             new_tab=True,
         ),
     ]
-    if may_act:
-        refusal = services.letter_queue_refusal(case, fresh=True) or ""
-        actions.insert(0, Action(_("Queue letter…"), "queue_advisory_letter", "", refusal, True))
-        if case.status != Case.Status.READY:
-            ready = (
-                ""
-                if workflow.can_transition(case.status, Case.Status.READY)
-                else (f"not from “{case.get_status_display()}”")
-            )
-            actions.insert(1, Action(_("Mark ready"), "mark_ready", refusal=ready))
-        resend = (
-            services.letter_queue_refusal(case, fresh=False) or ""
-            if any(letter.kind == LetterKind.INITIAL for letter in letters)
-            else "no letter has been sent yet"
-        )
-        actions.insert(
-            2, Action(_("Resend to the next contact…"), "resend_to_next_contact", "", resend)
-        )
     deadline = None
     if case.next_action_at:
         deadline = {
