@@ -462,31 +462,30 @@ class CaseAdmin(PartnerScopedAdmin):
         return [path("export/", export, name="campaign_case_export"), *super().get_urls()]
 
     def export_view(self, request: HttpRequest) -> Any:
-        """The case list as the user sees it (scope and filters), as CSV, JSON or XLSX."""
-        import io
-
-        from django.http import FileResponse, HttpResponseBadRequest, StreamingHttpResponse
+        """The case list as the user sees it (scope and filters): one row per case or per
+        finding, as CSV, JSON Lines or XLSX, streamed."""
+        from django.http import HttpResponseBadRequest, StreamingHttpResponse
 
         from campaign import exports
 
         if not self.has_view_permission(request):
             raise PermissionDenied
         fmt = request.GET.get("format", "csv")
-        if fmt not in ("csv", "json", "xlsx"):
-            return HttpResponseBadRequest("format must be csv, json or xlsx")
+        shape = request.GET.get("shape", "cases")
+        if fmt not in exports.FORMATS or shape not in exports.SHAPES:
+            return HttpResponseBadRequest(
+                "format must be csv, json or xlsx; shape must be cases or findings"
+            )
         params = request.GET.copy()
         params.pop("format", None)
+        params.pop("shape", None)
         request.GET = params  # the changelist reads its filters from here
-        rows = exports.case_rows(self.get_changelist_instance(request).get_queryset(request))
-        if fmt == "xlsx":
-            buffer = io.BytesIO()
-            exports.write_xlsx(rows, buffer)
-            buffer.seek(0)
-            return FileResponse(buffer, as_attachment=True, filename="cases.xlsx")
-        lines = exports.csv_lines(rows) if fmt == "csv" else exports.json_lines(rows)
-        content_type = "text/csv" if fmt == "csv" else "application/json"
-        response = StreamingHttpResponse(lines, content_type=f"{content_type}; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="cases.{fmt}"'
+        cases = self.get_changelist_instance(request).get_queryset(request)
+        export = exports.export_for(cases, shape=shape, fmt=fmt)
+        response = StreamingHttpResponse(export.stream(), content_type=exports.CONTENT_TYPES[fmt])
+        response["Content-Disposition"] = f'attachment; filename="{export.filename()}"'
+        # Counted before the first byte: a client compares it with what arrived (docs/exports.md).
+        response["X-Export-Rows"] = str(export.count())
         return response
 
     def save_model(self, request: HttpRequest, obj: Case, form: Any, change: bool) -> None:

@@ -81,7 +81,7 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
         e.lower() for e in queueing._active_suppressions().values_list("email", flat=True) if e
     }
     next_contact = services.letter_next_contact(case)
-    written = {}
+    written: dict[str, list[Letter]] = {}
     for letter in letters:
         written.setdefault(letter.recipient_email.lower(), []).append(letter)
     contacts = []
@@ -102,7 +102,7 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
         )
     findings = list(case.findings.select_related("target").order_by("-probed_at", "-id"))
     events = list(case.events.select_related("actor").order_by("at", "id"))
-    status_labels = dict(Case.Status.choices)
+    status_labels: dict[str, str] = {str(k): str(v) for k, v in Case.Status.choices}
     timeline = [
         {
             "event": e,
@@ -150,7 +150,7 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
     if case.next_action_at:
         deadline = {
             "at": case.next_action_at,
-            "what": DEADLINES.get(case.status, "next step"),
+            "what": DEADLINES.get(Case.Status(case.status), "next step"),
             "overdue": case.next_action_at < timezone.now(),
         }
     return {
@@ -172,7 +172,7 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
 def _next_steps() -> dict[str, str]:
     from campaign.admin import NEXT_ACTIONS
 
-    return dict(NEXT_ACTIONS)
+    return {str(k): v for k, v in NEXT_ACTIONS.items()}
 
 
 NEXT_STEP = _next_steps()
@@ -246,7 +246,7 @@ def _queue(modeladmin: Any, request: HttpRequest, cases: list[Case], *, fresh: b
         try:
             letter = services.letter_queue(
                 case=case,
-                actor=request.user,
+                actor=request.user,  # type: ignore[arg-type]
                 fresh=fresh,
                 note="" if fresh else "Resent to the next contact by staff.",
             )
@@ -281,8 +281,8 @@ def resend_to_next_contact(modeladmin: Any, request: HttpRequest, queryset: Any)
 
 class CaseWorkbenchAdmin(CaseAdmin):
     change_form_template = "admin/campaign/case/change_form.html"
-    inlines = ()  # the timeline and the letters are panels of the workbench
-    fields = (
+    inlines = ()  # type: ignore[assignment]  # the timeline and the letters are panels of the workbench
+    fields = (  # type: ignore[assignment]  # the findings and next step are workbench panels
         "reference",
         "campaign",
         "server_owner",
@@ -294,7 +294,7 @@ class CaseWorkbenchAdmin(CaseAdmin):
         "opened_at",
         "status_changed_at",
     )
-    actions = (*CaseAdmin.actions, queue_advisory_letter, resend_to_next_contact)
+    actions = (*CaseAdmin.actions, queue_advisory_letter, resend_to_next_contact)  # type: ignore[assignment]
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view
@@ -337,9 +337,11 @@ class CaseWorkbenchAdmin(CaseAdmin):
         extra = {**(extra_context or {}), "show_save_and_add_another": False}
         return super().add_view(request, form_url, extra)
 
-    def response_action(self, request: HttpRequest, queryset: Any) -> HttpResponseBase | None:
+    def response_action(
+        self, request: HttpRequest, queryset: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         # Buttons on the case page post to the case list's actions; bring the user back.
-        response = super().response_action(request, queryset)
+        response = super().response_action(request, queryset, *args, **kwargs)
         back = request.POST.get("_case", "")
         if isinstance(response, HttpResponseRedirect) and back.isdigit():
             return HttpResponseRedirect(reverse("admin:campaign_case_change", args=[back]))
@@ -405,7 +407,7 @@ class CaseWorkbenchAdmin(CaseAdmin):
 class LetterPdfMixin:
     """Sent letters' PDFs, served only to staff of the letter's partner, never as public media."""
 
-    def pdf_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def pdf_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
         letter = self.get_object(request, object_id)  # type: ignore[attr-defined]
         if letter is None or not self.has_view_permission(request, letter):  # type: ignore[attr-defined]
             raise Http404("No such letter.")  # as for an id that does not exist

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -38,6 +38,7 @@ from campaign.models import (
     ServerOwner,
     Suppression,
 )
+from campaign.selectors import AnyUser
 from scanning.models import OPEN_VERDICTS, Finding, Target, Verdict
 
 AUTOMATIC_SOURCES = ("rdap", "partner")
@@ -346,7 +347,7 @@ def targets_attribute(*, targets: Iterable[Target]) -> BatchReport:
 
 
 def attribution_job_start(
-    *, target_ids: list[int], actor: AbstractBaseUser | None = None
+    *, target_ids: list[int], actor: User | AnonymousUser | None = None
 ) -> AttributionJob:
     """A job record the user can watch; the worker fills in its counts and errors."""
     from campaign.tasks import attribute_job as attribute_job_task  # tasks import services
@@ -417,7 +418,7 @@ class MergeReport:
 
 @transaction.atomic
 def owner_merge(
-    *, into: ServerOwner, others: Iterable[ServerOwner], actor: AbstractBaseUser | None = None
+    *, into: ServerOwner, others: Iterable[ServerOwner], actor: AnyUser | None = None
 ) -> MergeReport:
     """Move targets, contacts, cases and suppressions to `into`; an owner with a case in a
     campaign where `into` has one too is left alone (one case per owner per campaign)."""
