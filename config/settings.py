@@ -177,14 +177,36 @@ elif MAIL_ESP in _ESP_BACKENDS:
         if not MAIL_ESP_API_KEY:
             raise ImproperlyConfigured(f"MAIL_ESP={MAIL_ESP} needs MAIL_ESP_API_KEY.")
         ANYMAIL[_key_setting] = MAIL_ESP_API_KEY
+    # The tracking webhooks change letters and suppress addresses: a real ESP without the
+    # secret its webhooks must present would let anyone on the internet do that.
+    if not ANYMAIL_WEBHOOK_SECRET:
+        raise ImproperlyConfigured(
+            f"MAIL_ESP={MAIL_ESP} needs ANYMAIL_WEBHOOK_SECRET ('user:password' that the ESP's "
+            "tracking webhooks present)."
+        )
     if MAIL_ESP == "mailgun":
         ANYMAIL["MAILGUN_SENDER_DOMAIN"] = env_str("MAILGUN_SENDER_DOMAIN")
-        ANYMAIL["MAILGUN_WEBHOOK_SIGNING_KEY"] = env_str("MAILGUN_WEBHOOK_SIGNING_KEY")
+        # Mailgun signs each webhook with this key (Sending > Webhooks in its dashboard).
+        MAILGUN_WEBHOOK_SIGNING_KEY = env_str("MAILGUN_WEBHOOK_SIGNING_KEY")
+        if not MAILGUN_WEBHOOK_SIGNING_KEY:
+            raise ImproperlyConfigured(
+                "MAIL_ESP=mailgun needs MAILGUN_WEBHOOK_SIGNING_KEY (Mailgun's webhook signing "
+                "key) to verify its tracking webhooks."
+            )
+        ANYMAIL["MAILGUN_WEBHOOK_SIGNING_KEY"] = MAILGUN_WEBHOOK_SIGNING_KEY
+    if MAIL_ESP == "sendgrid":
+        # SendGrid is community-supported by django-anymail since 15.2 (its backend warns so on
+        # start); it can sign its event webhook, which anymail verifies when given the key.
+        _sendgrid_key = env_str("SENDGRID_WEBHOOK_VERIFICATION_KEY")
+        if _sendgrid_key:
+            ANYMAIL["SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"] = _sendgrid_key
 else:
     raise ImproperlyConfigured(
         f"MAIL_ESP={MAIL_ESP!r} is not one of: local, smtp, test, postmark, mailgun, "
-        "amazon_ses, sendgrid."
+        "amazon_ses, sendgrid (community-supported)."
     )
+# Tracking webhooks are mounted at /anymail/<esp>/tracking/ for the configured ESP only.
+ANYMAIL_WEBHOOK_ESPS: list[str] = [MAIL_ESP] if MAIL_ESP in _ESP_BACKENDS else []
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Secure Your Server <advisory@localhost>")
 # Remediation links stay valid this many days after their campaign ends.
 REMEDIATION_LINK_GRACE_DAYS = env_int("REMEDIATION_LINK_GRACE_DAYS", 30, minimum=0)

@@ -282,6 +282,9 @@ class LetterAdmin(LetterPdfMixin, PartnerScopedAdmin):
         # A letter is a record of what was sent; it changes only through the letter services.
         return False
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # letters are queued from their case, which picks contact and template
+
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return selectors.has_role(request.user, "caseworker")
 

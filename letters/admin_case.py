@@ -29,10 +29,9 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from campaign import selectors, workflow
 from campaign.admin import LANGUAGE_NAMES, CaseAdmin, status_badge
 from campaign.admin_base import log_service_action
-from campaign.models import Case
+from campaign.models import Case, Suppression
 from letters import links, rendering, services
 from letters.models import Letter, LetterKind, RemediationLink
-from letters.services import queueing
 
 # Staff-written HTML in a preview: no scripts, no remote loads, nothing but our styles and images.
 PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
@@ -78,7 +77,11 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
         Letter.objects.filter(case=case).select_related("template").order_by("created_at", "id")
     )
     suppressed = {
-        e.lower() for e in queueing._active_suppressions().values_list("email", flat=True) if e
+        e.lower()
+        for e in Suppression.objects.active()
+        .affecting(case.partner_id)
+        .values_list("email", flat=True)
+        if e
     }
     next_contact = services.letter_next_contact(case)
     written: dict[str, list[Letter]] = {}

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone, translation
@@ -254,9 +253,11 @@ def _recipient_email(link: RemediationLink) -> str:
 
 
 def _opted_out(link: RemediationLink, email: str) -> bool:
-    now = timezone.now()  # an expired opt-out no longer stops letters: the form is offered again
-    suppressions = Suppression.objects.filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now), reason=Suppression.Reason.OPT_OUT
+    # An expired opt-out no longer stops letters: the form is offered again.
+    suppressions = (
+        Suppression.objects.active()
+        .affecting(link.case.partner_id)
+        .filter(reason=Suppression.Reason.OPT_OUT)
     )
     if email:
         return suppressions.filter(email__iexact=email).exists()

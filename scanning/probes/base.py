@@ -35,6 +35,17 @@ VERDICT_PRECEDENCE: dict[Verdict, int] = {
 }
 
 
+# The one ordering of verdicts, strongest first (exports, summaries and the admin use it too).
+VERDICTS_STRONGEST_FIRST: tuple[Verdict, ...] = tuple(
+    sorted(Verdict, key=VERDICT_PRECEDENCE.__getitem__, reverse=True)
+)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as people and URLs write it: IPv6 addresses in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def strongest(verdicts: list[Verdict]) -> Verdict:
     return max(verdicts, key=VERDICT_PRECEDENCE.__getitem__, default=Verdict.NOT_APPLICABLE)
 

@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaign', '0003_partner_time_zone'),
+        ('campaign', '0004_suppression_scope'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
