@@ -397,7 +397,13 @@ class CaseWorkbenchAdmin(CaseAdmin):
             case=case, letter=last, token_hash="", expires_at=links.link_expiry(case)
         )
         language = remediation_views.page_language(request, case)
-        response = remediation_views.owner_page_preview(request, link, language=language)
+        banner = _(
+            "Staff preview of the owner's page (case %(reference)s). "
+            "Buttons and forms do nothing here."
+        ) % {"reference": case.reference}
+        response = remediation_views.owner_page_preview(
+            request, link, language=language, banner=banner
+        )
         response["Cache-Control"] = "no-store"
         # The public page's policy, minus its script (it would poll the owner's status URL).
         response["Content-Security-Policy"] = (

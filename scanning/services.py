@@ -305,7 +305,7 @@ def scan_limits() -> Limits:
 
 def probe_environment(*, limits: Limits | None = None) -> cli.ProbeEnvironment:
     """What the probe command and scan workers read from settings. The command passes
-    PROBES.md's own bounds; campaign scans use the SCAN_* settings."""
+    the bounds of docs/probes.md; campaign scans use the SCAN_* settings."""
     from scanning.hitstore import DatabaseHitStore
 
     return cli.ProbeEnvironment(

@@ -37,6 +37,15 @@ def require(available: bool, why: str) -> None:
     pytest.skip(why)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_catalogues() -> None:
+    # The pages are tested in every language from the committed .po files, however they were
+    # installed: compile whatever changed since the last run.
+    from letters import i18n
+
+    i18n.compile_all()
+
+
 @pytest.fixture(autouse=True)
 def _eager_celery_and_test_mail(request: pytest.FixtureRequest, settings) -> None:  # type: ignore[no-untyped-def]
     # Unit tests run tasks in-process; the integration suite turns this off to use a real worker.
@@ -47,5 +56,13 @@ def _eager_celery_and_test_mail(request: pytest.FixtureRequest, settings) -> Non
     settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
     # Attribution asks public DNS and RDAP: off unless a test serves them from loopback.
     settings.ATTRIBUTE_AFTER_SCAN = False
+    # A cache of its own per test (rate-limit counts): no test inherits another's, nor the
+    # developer's Redis.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": request.node.nodeid,
+        }
+    }
     yield
     celery_app.conf.task_always_eager = previous

@@ -23,7 +23,7 @@ class Verdict(enum.StrEnum):
     NOT_APPLICABLE = "not-applicable"
 
 
-# PROBES.md: confirmed > likely > likely-weak > inconclusive > auth-required > closed.
+# docs/probes.md: confirmed > likely > likely-weak > inconclusive > auth-required > closed.
 VERDICT_PRECEDENCE: dict[Verdict, int] = {
     Verdict.CONFIRMED_OPEN: 6,
     Verdict.LIKELY_OPEN: 5,
@@ -91,7 +91,7 @@ class TransportStatus(enum.StrEnum):
 
 
 class Reason(enum.StrEnum):
-    """The one catalogue of machine-readable reasons (PROBES.md). Docs list these values."""
+    """The one catalogue of machine-readable reasons; docs/probes.md explains each."""
 
     # SMTP
     NO_SMTP_GREETING = "no_smtp_greeting"
@@ -235,7 +235,7 @@ class ProbeResult:
         return 6 if ":" in self.ip else 4
 
     def as_json(self) -> dict[str, Any]:
-        """The `probe` command's JSON object (BRIEF.md names the keys)."""
+        """The `probe` command's JSON object; its keys are a public interface."""
         out: dict[str, Any] = {
             "target": self.target,
             "ip": self.ip,
@@ -260,7 +260,7 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds of PROBES.md ("Manners"); tests shrink them, never remove them."""
+    """The bounds of docs/probes.md ("Manners and bounds"); tests shrink them, never remove them."""
 
     connect_timeout: float = 10.0
     reply_timeout: float = 10.0

@@ -2,7 +2,7 @@
 
 A handshake proves nothing: the verdict is `confirmed-open` only when the canary logged the
 probe's token and the proxy handed back HMAC(secret, token), which only the canary knows. The
-only destinations ever asked for are the canary's configured addresses (PROBES.md, "Manners").
+only destinations ever asked for are the canary's configured addresses (docs/probes.md).
 """
 
 from __future__ import annotations
