@@ -214,6 +214,11 @@ REMEDIATION_LINK_GRACE_DAYS = env_int("REMEDIATION_LINK_GRACE_DAYS", 30, minimum
 # seconds.
 RECHECK_MIN_INTERVAL = env_int("RECHECK_MIN_INTERVAL", 10 * 60, minimum=0)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Staff-edited letter templates render under a budget (previews and workers alike): wall time,
+# loop iterations and characters written, so a runaway draft fails instead of burning a CPU.
+LETTER_RENDER_SECONDS = env_int("LETTER_RENDER_SECONDS", 5, minimum=1)
+LETTER_RENDER_MAX_ITERATIONS = env_int("LETTER_RENDER_MAX_ITERATIONS", 100_000, minimum=100)
+LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 2_000_000, minimum=10_000)
 
 # --- Scanner and canary -------------------------------------------------------------------------
 SCAN_ALLOW_PRIVATE = env_bool("SCAN_ALLOW_PRIVATE", False)

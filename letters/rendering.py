@@ -29,6 +29,7 @@ from django.utils import formats, timezone, translation
 from django.utils.safestring import mark_safe
 
 from campaign.models import Case, Partner
+from letters import render_budget
 from letters.models import Letter, LetterKind, LetterTemplate
 from scanning.models import OPEN_VERDICTS
 
@@ -53,6 +54,10 @@ for _name in SANDBOX_TAGS:
 for _name, _filter in defaultfilters.register.filters.items():
     if _name not in UNSAFE_FILTERS:
         register.filters[_name] = _filter
+# Loops are metered and the filters that can write megabytes are bounded (render_budget.py).
+register.tag("for", render_budget.do_for)
+for _name, _filter in render_budget.BOUNDED_FILTERS.items():
+    register.filter(_name, _filter, is_safe=True)
 
 
 class _SandboxEngine(Engine):
@@ -74,8 +79,13 @@ def sandbox_engine(autoescape: bool = True) -> Engine:
 
 
 def sandbox_render(source: str, context: dict[str, Any], *, autoescape: bool = True) -> str:
+    """Raises RenderBudgetExceeded when the template runs too long or writes too much."""
     template = sandbox_engine(autoescape).from_string(source)
-    return template.render(Context(context, autoescape=autoescape))
+    with render_budget.render_budget():
+        output = template.render(Context(context, autoescape=autoescape))
+    if len(output) > settings.LETTER_RENDER_MAX_CHARS:
+        render_budget.charge(chars=len(output))  # over the cap on its own: says so
+    return output
 
 
 def sandbox_check(source: str) -> str | None:
@@ -276,7 +286,7 @@ def _email_css() -> str:
 def render_source(
     source: TemplateSource, *, context: dict[str, Any], partner: Partner, language: str
 ) -> RenderedLetter:
-    with translation.override(language):
+    with translation.override(language), render_budget.render_budget():
         subject = " ".join(sandbox_render(source.subject, context, autoescape=False).split())
         body = sandbox_render(source.body_html, context)
         layout = {
