@@ -213,6 +213,11 @@ REMEDIATION_LINK_GRACE_DAYS = env_int("REMEDIATION_LINK_GRACE_DAYS", 30, minimum
 # "I fixed it - check again" on a remediation page: at most one re-probe per case per this many
 # seconds.
 RECHECK_MIN_INTERVAL = env_int("RECHECK_MIN_INTERVAL", 10 * 60, minimum=0)
+# The recipient's forms (check again, not my server, another contact, opt-out): at most this many
+# posts per remediation link, and per client address, in each window of seconds (0: no limit).
+REMEDIATION_FORM_LIMIT_PER_LINK = env_int("REMEDIATION_FORM_LIMIT_PER_LINK", 10, minimum=0)
+REMEDIATION_FORM_LIMIT_PER_ADDRESS = env_int("REMEDIATION_FORM_LIMIT_PER_ADDRESS", 30, minimum=0)
+REMEDIATION_FORM_WINDOW = env_int("REMEDIATION_FORM_WINDOW", 60 * 60, minimum=1)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Staff-edited letter templates render under a budget (previews and workers alike): wall time,
 # loop iterations and characters written, so a runaway draft fails instead of burning a CPU.
@@ -253,7 +258,7 @@ ATTRIBUTION_DNS_TIMEOUT = env_int("ATTRIBUTION_DNS_TIMEOUT", 5, minimum=1)
 INTAKE_OWN_DOMAINS = env_list("INTAKE_OWN_DOMAINS", [])
 INTAKE_SYNC_MAX_BYTES = env_int("INTAKE_SYNC_MAX_BYTES", 4 * 1024 * 1024, minimum=0)
 
-# Campaign scans: batch size, manners and bounds (PROBES.md). Tests shrink the waits to seconds.
+# Campaign scans: batch size, manners and bounds (docs/probes.md). Tests shrink the waits.
 SCAN_BATCH_SIZE = env_int("SCAN_BATCH_SIZE", 50, minimum=1)
 SCAN_CONCURRENCY = env_int("SCAN_CONCURRENCY", 64, minimum=1)
 SCAN_NETWORK_RATE = float(env_int("SCAN_NETWORK_RATE", 2, minimum=0))  # sessions/s per /24, /48
@@ -290,6 +295,9 @@ LANGUAGES = [
 ]
 TIME_ZONE = "UTC"
 USE_I18N = True
+# The public pages' and our admin additions' translations: locale/<locale>/LC_MESSAGES/django.po,
+# compiled to .mo by `make install` and the image build (manage.py catalogues compile).
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_TZ = True
 
 STATIC_URL = "static/"
