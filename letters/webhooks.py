@@ -70,10 +70,11 @@ def check_body(esp: str, request: HttpRequest) -> None:
         raise MalformedWebhook(f"{esp} webhook: the body is not a JSON {expected.__name__}")
     if nesting_depth(payload, MAX_NESTING) > MAX_NESTING:
         raise MalformedWebhook(f"{esp} webhook: the body is nested over {MAX_NESTING} levels")
-    if esp == "amazon_ses" and isinstance(payload.get("Message"), str):
+    message = payload.get("Message") if isinstance(payload, dict) else None
+    if esp == "amazon_ses" and isinstance(message, str):
         # SNS wraps the SES event as a JSON string that anymail decodes again.
         try:
-            inner = json.loads(payload["Message"])
+            inner = json.loads(message)
         except (ValueError, RecursionError) as exc:
             raise MalformedWebhook("amazon_ses webhook: the SNS Message is not JSON") from exc
         if nesting_depth(inner, MAX_NESTING) > MAX_NESTING:
@@ -83,7 +84,7 @@ def check_body(esp: str, request: HttpRequest) -> None:
 def _guarded(esp: str, view_class: type[AnymailCoreWebhookView]) -> type[AnymailCoreWebhookView]:
     parsing_errors = (AnymailError, KeyError, TypeError, ValueError, AttributeError, IndexError)
 
-    class Guarded(view_class):  # type: ignore[valid-type,misc]
+    class Guarded(view_class):
         def run_validators(self, request: HttpRequest) -> None:
             check_body(esp, request)
             try:
