@@ -19,10 +19,12 @@ from django.utils.translation import gettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from campaign import selectors
-from campaign.admin import CaseAdmin
 from campaign.admin_base import PartnerScopedAdmin
 from campaign.models import Case
 from letters import links, rendering, services
+
+# Importing admin_case also registers the case page (the workbench) in place of campaign's.
+from letters.admin_case import LetterPdfMixin
 from letters.models import DeliveryEvent, Letter, LetterTemplate, RemediationLink
 from letters.render_budget import RenderBudgetExceeded
 
@@ -243,7 +245,7 @@ class DeliveryEventInline(admin.TabularInline):
 
 
 @admin.register(Letter)
-class LetterAdmin(PartnerScopedAdmin):
+class LetterAdmin(LetterPdfMixin, PartnerScopedAdmin):
     partner_field = "case__partner"
     list_display = ("case", "kind", "language", "recipient_email", "status", "sent_at")
     list_filter = ("status", "kind", "language")
@@ -254,7 +256,7 @@ class LetterAdmin(PartnerScopedAdmin):
         "public_id",
         "status",
         "esp_message_id",
-        "pdf",
+        "pdf_link",
         "pdf_sha256",
         "queued_at",
         "sent_at",
@@ -262,8 +264,28 @@ class LetterAdmin(PartnerScopedAdmin):
         "error",
     )
     raw_id_fields = ("case", "template", "contact")
+    exclude = ("pdf",)
     inlines = (DeliveryEventInline,)
     actions = ("retry_failed",)
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<path:object_id>/pdf/",
+                self.admin_site.admin_view(self.pdf_view),
+                name="letters_letter_pdf",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="PDF as sent")
+    def pdf_link(self, obj: Letter) -> str:
+        if not obj.pdf:
+            return "— (kept once the letter is sent)"
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">Open the PDF</a>',
+            reverse("admin:letters_letter_pdf", args=[obj.pk]),
+        )
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # A letter is a record of what was sent; it changes only through the letter services.
@@ -317,62 +339,3 @@ class RemediationLinkAdmin(PartnerScopedAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # links are issued with letters; the token exists only in the letter
-
-
-# --- Case admin: the letter actions and the case's letters, registered from here so that
-# campaign/admin.py needs no import of letters (campaign must not import letters).
-class LetterInline(admin.TabularInline):
-    model = Letter
-    extra = 0
-    fields = ("kind", "language", "recipient_email", "status", "sent_at", "error")
-    readonly_fields = fields
-    can_delete = False
-    show_change_link = True
-    ordering = ("created_at",)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return selectors.is_member(request.user)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-def _queue_action(
-    modeladmin: Any, request: HttpRequest, queryset: QuerySet, *, fresh: bool
-) -> None:
-    queued, refused = 0, []
-    for case in queryset.select_related("partner", "server_owner"):
-        if not selectors.has_role(request.user, "caseworker", case.partner):
-            refused.append(f"{case.reference}: you are not a caseworker of {case.partner.country}.")
-            continue
-        try:
-            services.letter_queue(
-                case=case,
-                actor=request.user,
-                fresh=fresh,
-                note="" if fresh else "Resent to the next contact by staff.",
-            )
-            queued += 1
-        except services.LetterNotQueued as exc:
-            refused.append(str(exc))
-    if queued:
-        modeladmin.message_user(request, f"{queued} letter(s) queued.")
-    if refused:
-        modeladmin.message_user(request, "Not queued: " + " ".join(refused), messages.WARNING)
-
-
-@admin.action(description="Queue advisory letter", permissions=["change"])
-def queue_advisory_letter(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
-    _queue_action(modeladmin, request, queryset, fresh=True)
-
-
-@admin.action(description="Resend to the next contact", permissions=["change"])
-def resend_to_next_contact(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
-    _queue_action(modeladmin, request, queryset, fresh=False)
-
-
-CaseAdmin.actions = (*CaseAdmin.actions, queue_advisory_letter, resend_to_next_contact)
-CaseAdmin.inlines = (*CaseAdmin.inlines, LetterInline)

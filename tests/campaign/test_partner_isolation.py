@@ -26,10 +26,10 @@ from django_celery_beat.models import (
 
 from campaign.models import (
     Attribution,
+    AttributionJob,
     Campaign,
     Case,
     CaseEvent,
-    CaseSequence,
     Contact,
     ImportBatch,
     Membership,
@@ -102,7 +102,12 @@ ALPHA_OBJECTS: dict[type[models.Model], tuple[str, Factory]] = {
         "lead",
         lambda t: ImportBatch.objects.create(file_name="alpha.csv", format="csv"),
     ),
-    CaseSequence: ("lead", lambda t: CaseSequence.objects.first()),
+    AttributionJob: (
+        "alpha",
+        lambda t: AttributionJob.objects.create(
+            target_ids=[1], targets_total=1, started_by=t.alpha_staff
+        ),
+    ),
     ScanRun: ("lead", lambda t: ScanRun.objects.create(label="alpha scan")),
     Exclusion: ("lead", lambda t: Exclusion.objects.create(network="192.0.2.0/24")),
     CanaryHit: (
