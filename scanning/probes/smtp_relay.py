@@ -28,6 +28,7 @@ from scanning.probes.base import (
     Transport,
     TransportStatus,
     Verdict,
+    release_turn,
 )
 from scanning.probes.canary import CanaryConfig, CanaryHit, HitStore, new_token
 from scanning.probes.smtp_fingerprint import smtp_software
@@ -756,6 +757,7 @@ async def probe_smtp(
         probe.stop = _Stop(TransportStatus.IO_TIMEOUT, Reason.TIMEOUT, "probe time used up")
         probe.transcript.note("stopped: probe time used up")
     if probe.data_accepted:
+        release_turn()  # the connection is closed; only the canary's word is awaited now
         probe.transcript.note(f"waiting up to {limits.confirm_wait:g}s for the canary sink")
         probe.hits = await hits.wait_for(probe.token, kind="smtp", timeout=limits.confirm_wait)
         probe.transcript.note(f"canary sink hits: {len(probe.hits)}")
