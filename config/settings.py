@@ -228,8 +228,10 @@ LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 2_000_000, minimum=
 # --- Scanner and canary -------------------------------------------------------------------------
 SCAN_ALLOW_PRIVATE = env_bool("SCAN_ALLOW_PRIVATE", False)
 SCANNER_NAME = env_str("SCANNER_NAME", "scanner.secure-your-server.invalid")
-SCANNER_OPERATOR = env_str("SCANNER_OPERATOR", "the lead agency of the Secure Your Server campaign")
-SCANNER_CONTACT_EMAIL = env_str("SCANNER_CONTACT_EMAIL", "scanner@localhost")
+# Who runs the scanner and where to write, as /scanning/ says; empty: the lead partner's agency
+# name and reply-to address.
+SCANNER_OPERATOR = env_str("SCANNER_OPERATOR", "")
+SCANNER_CONTACT_EMAIL = env_str("SCANNER_CONTACT_EMAIL", "")
 SCANNER_SOURCE_ADDRESSES = env_list("SCANNER_SOURCE_ADDRESSES", [])
 # The address campaign scans bind as their source; empty: the system's choice.
 SCAN_SOURCE_ADDRESS = env_str("SCAN_SOURCE_ADDRESS")
