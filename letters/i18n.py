@@ -37,6 +37,8 @@ SOURCES: tuple[str, ...] = (
     "scanning/views.py",
     "scanning/forms.py",
     "campaign/preferences.py",
+    "reporting/templates/reporting/results.html",
+    "reporting/public.py",
 )
 KEYWORDS = {
     "gettext": None,
