@@ -228,8 +228,10 @@ LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 2_000_000, minimum=
 # --- Scanner and canary -------------------------------------------------------------------------
 SCAN_ALLOW_PRIVATE = env_bool("SCAN_ALLOW_PRIVATE", False)
 SCANNER_NAME = env_str("SCANNER_NAME", "scanner.secure-your-server.invalid")
-SCANNER_OPERATOR = env_str("SCANNER_OPERATOR", "the lead agency of the Secure Your Server campaign")
-SCANNER_CONTACT_EMAIL = env_str("SCANNER_CONTACT_EMAIL", "scanner@localhost")
+# Who runs the scanner and where to write, as /scanning/ says; empty: the lead partner's agency
+# name and reply-to address.
+SCANNER_OPERATOR = env_str("SCANNER_OPERATOR", "")
+SCANNER_CONTACT_EMAIL = env_str("SCANNER_CONTACT_EMAIL", "")
 SCANNER_SOURCE_ADDRESSES = env_list("SCANNER_SOURCE_ADDRESSES", [])
 # The address campaign scans bind as their source; empty: the system's choice.
 SCAN_SOURCE_ADDRESS = env_str("SCAN_SOURCE_ADDRESS")
@@ -245,7 +247,17 @@ CANARY_SMTP_ADDR = env_host_port("CANARY_SMTP_ADDR", "")
 CANARY_SELFCHECK_ADDR = env_host_port("CANARY_SELFCHECK_ADDR", "")
 CANARY_SECRET = env_str("CANARY_SECRET")
 RDAP_BOOTSTRAP = env_str("RDAP_BOOTSTRAP", str(BASE_DIR / "campaign" / "rdap_bootstrap"))
+if RDAP_BOOTSTRAP.lower().startswith("http://"):
+    raise ImproperlyConfigured(
+        f"RDAP_BOOTSTRAP={RDAP_BOOTSTRAP!r}: RDAP is fetched over https only."
+    )
 RDAP_TIMEOUT = env_int("RDAP_TIMEOUT", 15, minimum=1)  # seconds per request; tests use less
+# One lookup's whole time: every connection, redirect, referral and read together.
+RDAP_DEADLINE = env_int("RDAP_DEADLINE", 45, minimum=1)
+# PEM file of the CAs that RDAP servers' certificates must chain to (default: the system store).
+RDAP_CA_BUNDLE = env_str("RDAP_CA_BUNDLE")
+if RDAP_CA_BUNDLE and not Path(RDAP_CA_BUNDLE).is_file():
+    raise ImproperlyConfigured(f"RDAP_CA_BUNDLE={RDAP_CA_BUNDLE!r} is not a file.")
 RDAP_CACHE_SECONDS = env_int("RDAP_CACHE_SECONDS", 7 * 24 * 60 * 60, minimum=0)
 # Reverse DNS: HOST:PORT of the resolver to ask; empty means the system's resolver.
 ATTRIBUTION_DNS_SERVER = env_host_port("ATTRIBUTION_DNS_SERVER", "")
@@ -312,12 +324,19 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
-)
+# Behind a TLS-terminating proxy (the compose file's Caddy), which overwrites X-Forwarded-Proto:
+# trust it to say the request came over https. Never set it where clients reach gunicorn directly.
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
 if PUBLIC_BASE_URL.startswith("https://"):
+    # An https deployment is https everywhere: cookies only over TLS, http redirected, and
+    # browsers told (HSTS) never to try plain http again.
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 60 * 60, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 
 LOGGING = {
     "version": 1,
