@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -34,6 +35,10 @@ INSTALLED_APPS = [
     "scanning",
     "campaign",
     "letters",
+    "reporting",
+    "rest_framework",
+    "drf_spectacular",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -137,6 +142,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "sweeps.report_stuck_letters",
         "schedule": 24 * 60 * 60,
         "options": {"expires": 60 * 60},
+    },
+    "refresh-figures": {
+        "task": "reporting.refresh_figures",
+        "schedule": env_int("FIGURES_REFRESH_SECONDS", 10 * 60, minimum=10),
+        "options": {"expires": 5 * 60},
     },
 }
 
@@ -337,6 +347,29 @@ if PUBLIC_BASE_URL.startswith("https://"):
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 60 * 60, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+
+# --- Read-only API (/api/v1/) ---------------------------------------------------------------------
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "120/minute")
+if not re.match(r"^[0-9]+/(second|minute|hour|day)$", API_RATE_LIMIT):
+    raise ImproperlyConfigured(
+        f"API_RATE_LIMIT={API_RATE_LIMIT!r}: expected requests/period, e.g. 120/minute."
+    )
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.auth.IsPartnerMember"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.auth.TokenRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Secure Your Server partner API",
+    "DESCRIPTION": "Read-only: a partner's cases and findings, scoped as in the admin.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1/",
+}
 
 LOGGING = {
     "version": 1,
