@@ -5,14 +5,15 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, URLResolver, path, reverse
+from django.utils.translation import gettext_lazy
 
 
 class SecureAdminSite(admin.AdminSite):
     site_header = "Secure Your Server"
     site_title = "Secure Your Server"
-    index_title = "Campaign administration"
+    index_title = gettext_lazy("Campaign administration")
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
         urls = super().get_urls()
@@ -23,7 +24,13 @@ class SecureAdminSite(admin.AdminSite):
             self.admin_view(self.scoped_shortcut),
             name="view_on_site",
         )
-        return [ours] + [u for u in urls if getattr(u, "name", None) != "view_on_site"]
+        language = path("language/", self.admin_view(self.staff_language), name="staff_language")
+        return [ours, language] + [u for u in urls if getattr(u, "name", None) != "view_on_site"]
+
+    def staff_language(self, request: HttpRequest) -> HttpResponse:
+        from campaign.preferences import language_view  # campaign's models need the app registry
+
+        return language_view(self, request)
 
     def scoped_shortcut(
         self, request: HttpRequest, content_type_id: int, object_id: str
