@@ -304,6 +304,24 @@ def _transition_action(to_status: str, description: str) -> Any:
     return action
 
 
+class TriageFilter(admin.SimpleListFilter):
+    """Owners the lead agency triages (country unknown or without a partner): the dashboard
+    links here."""
+
+    title = "lead agency triage"
+    parameter_name = "triage"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "In triage")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(
+                status=Case.Status.NEEDS_REVIEW, review_reason__icontains="triage"
+            )
+        return queryset
+
+
 LANGUAGE_NAMES = dict(settings.LANGUAGES)
 
 
@@ -361,7 +379,7 @@ class CaseAdmin(PartnerScopedAdmin):
         "opened_on",
     )
     list_display_links = ("reference_cell",)
-    list_filter = ("status", "partner", "campaign", "language")
+    list_filter = ("status", TriageFilter, "partner", "campaign", "language")
     list_select_related = ("server_owner", "partner")
     search_fields = ("reference", "server_owner__name", "server_owner__contacts__email")
     search_help_text = "Reference, owner, contact e-mail, IP address, network (CIDR) or AS number."

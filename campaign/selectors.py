@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import NamedTuple, cast
+from typing import NamedTuple, TypeVar, cast
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 
 from campaign.models import Membership, Partner
 
 AnyUser = User | AnonymousUser
+_M = TypeVar("_M", bound=Model)
 
 ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.CASEWORKER: 1, Membership.Role.APPROVER: 2}
 
@@ -80,6 +81,13 @@ def has_role(user: AnyUser, role: str, partner: Partner | None = None) -> bool:
         if r.partner_is_lead and role != Membership.Role.APPROVER:
             return True
     return False
+
+
+def visible(qs: QuerySet[_M], user: AnyUser, *, partner_field: str = "partner") -> QuerySet[_M]:
+    """`qs` narrowed to what `user` may see: the admin's scoping rule, for any other reader."""
+    if sees_all_partners(user):
+        return qs
+    return qs.filter(**{f"{partner_field}__in": partners_for(user)})
 
 
 def lead_partner() -> Partner | None:

@@ -253,11 +253,59 @@ def test_confirm_delivers_to_the_commands_own_sink() -> None:
         )
         assert relay.state.forwarded == 1, relay.state.forward_errors
     assert status == 0, stderr
-    [line] = lines
+    [line] = [line for line in lines if line["final"]]
     assert (line["verdict"], line["evidence_level"]) == ("confirmed-open", "strong")
     assert "delivered_to_canary" in line["reasons"]
     [message] = relay.state.messages
     assert b"canary.sys-test.example" in message  # addressed only to our own canary domain
+
+
+def _probe_queueing_relay(host: str, *wait: str) -> tuple[int, list[dict[str, Any]], str]:
+    # An open relay that keeps the message queued for 2 s before it delivers to our sink.
+    sink = (host, free_port(host))
+    relay_host = host.rsplit(".", 1)[0] + "." + str(int(host.rsplit(".", 1)[1]) + 1)
+    with smtp_traps.run_trap("open", relay_host, sink=sink, forward_delay=2) as relay:
+        status, lines, stderr, _ = probe(
+            "--allow-private",
+            "--confirm",
+            *wait,
+            "--protocol",
+            "smtp",
+            "--canary-smtp",
+            f"{sink[0]}:{sink[1]}",
+            "--canary-domain",
+            "canary.sys-test.example",
+            f"{relay_host}:{relay.port}",
+        )
+    return status, lines, stderr
+
+
+def test_a_late_delivery_upgrades_the_line_within_wait() -> None:
+    status, lines, stderr = _probe_queueing_relay("127.0.58.30", "--wait", "15")
+    assert status == 0, stderr
+    first, last = lines  # the session's provisional line, then the final one
+    assert (first["final"], first["verdict"]) == (False, "likely-open-weak")
+    assert "accepted_not_delivered" in first["reasons"]
+    assert (last["final"], last["verdict"], last["evidence_level"]) == (
+        True,
+        "confirmed-open",
+        "strong",
+    )
+    assert "delivered_to_canary" in last["reasons"]
+    assert "accepted_not_delivered" not in last["reasons"]
+    assert first["token"] == last["token"] and first["token"] not in json.dumps(last["details"])
+
+
+def test_wait_zero_returns_the_provisional_line_at_once() -> None:
+    status, lines, stderr = _probe_queueing_relay("127.0.58.32", "--wait", "0")
+    assert status == 0, stderr
+    [line] = lines
+    assert (line["final"], line["verdict"]) == (False, "likely-open-weak")
+
+
+def test_it_refuses_a_negative_wait() -> None:
+    status, lines, stderr, _ = probe("--allow-private", "--wait", "-1", "127.0.0.1:25")
+    assert status == 2 and lines == [] and "--wait" in stderr
 
 
 def test_without_confirm_an_open_relay_is_only_the_servers_word() -> None:
@@ -267,3 +315,4 @@ def test_without_confirm_an_open_relay_is_only_the_servers_word() -> None:
     assert status == 0, stderr
     [line] = lines
     assert line["verdict"] == "likely-open-weak" and line["evidence_level"] == "weak"
+    assert line["final"] is True  # nothing was sent to confirm, so nothing is awaited
