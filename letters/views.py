@@ -322,7 +322,7 @@ def next_text(case: Case, language: str, *, opted_out: bool = False) -> str:
     where none will come, and "check again" is only mentioned where the page offers it."""
     status = case.status
     when = _day(case.next_action_at, language) if case.next_action_at else ""
-    agency = case.partner.agency
+    agency = case.partner.localized(language)["agency"]
     if status == Case.Status.FIXED:
         return gettext(
             "Nothing more is needed. We will only write to you again about this server if a "
@@ -454,7 +454,7 @@ def _page(
                 (code, LANGUAGE_NAMES.get(code, code), bcp47(code)) for code in page_languages(case)
             ],
             "case": case,
-            "agency": case.partner.agency,
+            "agency": case.partner.localized(language)["agency"],
             "campaign_name": case.campaign.name,
             "rows": rows,
             "open_count": len(open_rows),
