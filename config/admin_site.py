@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, URLResolver, path, reverse
 
 
@@ -23,7 +23,21 @@ class SecureAdminSite(admin.AdminSite):
             self.admin_view(self.scoped_shortcut),
             name="view_on_site",
         )
-        return [ours] + [u for u in urls if getattr(u, "name", None) != "view_on_site"]
+        mfa = [
+            path("mfa/", self.admin_view(self.mfa_enrol), name="mfa_enrol"),
+            path("mfa/verify/", self.admin_view(self.mfa_verify), name="mfa_verify"),
+        ]
+        return [ours, *mfa] + [u for u in urls if getattr(u, "name", None) != "view_on_site"]
+
+    def mfa_enrol(self, request: HttpRequest) -> HttpResponse:
+        from config import accounts
+
+        return accounts.enrol_view(self, request)
+
+    def mfa_verify(self, request: HttpRequest) -> HttpResponse:
+        from config import accounts
+
+        return accounts.verify_view(self, request)
 
     def scoped_shortcut(
         self, request: HttpRequest, content_type_id: int, object_id: str
