@@ -261,32 +261,41 @@ def case_request_recheck(*, case: Case, actor_label: str = "recipient") -> ScanR
 
 CORRECTION_REASONS = {
     "not_mine": "The recipient says this is not their server.",
-    "other_contact": "The recipient asks to write to another contact: {email}.",
+    "other_contact": "The recipient asks to write to another contact: {contact}.",
 }
 
 
 @transaction.atomic
 def case_correction(
-    *, case: Case, kind: str, email: str = "", note: str = "", actor_label: str = "recipient"
+    *,
+    case: Case,
+    kind: str,
+    email: str = "",
+    name: str = "",
+    note: str = "",
+    actor_label: str = "recipient",
 ) -> CaseEvent:
     """A correction from the recipient: recorded and sent to the partner's review queue. Nothing
-    else changes automatically (no contact added, no owner changed): staff decide."""
+    else changes automatically (no contact added, no owner changed): staff decide. Every
+    suggestion is its own event with its data; a later one never replaces an earlier one."""
     if kind not in CORRECTION_REASONS:
         raise ValueError(f"unknown correction {kind!r}")
     case = Case.objects.select_for_update().get(pk=case.pk)
-    reason = CORRECTION_REASONS[kind].format(email=email)
+    contact = f"{name} <{email}>" if name and email else email
+    reason = CORRECTION_REASONS[kind].format(contact=contact)
     event = case_record_event(
         case=case,
         kind=CaseEvent.Kind.CORRECTION,
         actor_label=actor_label,
         note=" ".join(part for part in (reason, note) if part),
-        data={"correction": kind, "email": email, "note": note},
+        data={"correction": kind, "email": email, "name": name, "note": note},
     )
     if workflow.can_transition(case.status, Case.Status.NEEDS_REVIEW):
         case_transition(
             case=case, to_status=Case.Status.NEEDS_REVIEW, actor_label=actor_label, note=reason
         )
-    elif case.status == Case.Status.NEEDS_REVIEW:  # already queued: say why once more
+    elif case.status == Case.Status.NEEDS_REVIEW and not case.review_reason:
+        # Already queued: the first reason stands; this one is in its own event.
         Case.objects.filter(pk=case.pk).update(review_reason=reason[:255])
     return event
 

@@ -56,6 +56,11 @@ def client_ip(request: HttpRequest) -> str:
     return str(request.META.get("REMOTE_ADDR", ""))
 
 
+def _verified(user: Any) -> bool:
+    """django-otp's OTPMiddleware puts is_verified() on the request's user."""
+    return bool(getattr(user, "is_verified", lambda: False)())
+
+
 def confirmed_device(user: AbstractBaseUser | AnonymousUser) -> TOTPDevice | None:
     if not user.is_authenticated:
         return None
@@ -76,7 +81,7 @@ def _remember_device(sender: Any, request: HttpRequest, user: Any, **kwargs: Any
 def second_factor_missing(request: HttpRequest) -> str | None:
     """Which page this user must go through first ("verify" or "enrol"), or None."""
     user = request.user
-    if not user.is_authenticated or user.is_verified():  # type: ignore[union-attr]
+    if not user.is_authenticated or _verified(user):
         return None
     if settings.MFA_REQUIRED and user.is_staff:
         return "verify" if confirmed_device(user) is not None else "enrol"
@@ -152,7 +157,7 @@ def verify_view(site: Any, request: HttpRequest) -> HttpResponse:
     device = confirmed_device(request.user)
     if device is None:
         return HttpResponseRedirect(reverse("admin:mfa_enrol"))
-    if request.user.is_verified():  # type: ignore[union-attr]
+    if _verified(request.user):
         return HttpResponseRedirect(_next_url(request))
     form = TokenForm(request.POST or None)
     if request.method == "POST" and _token_ok(device, form):
@@ -172,7 +177,7 @@ def enrol_view(site: Any, request: HttpRequest) -> HttpResponse:
 
     user = request.user
     confirmed = confirmed_device(user)
-    if confirmed is not None and not user.is_verified():  # type: ignore[union-attr]
+    if confirmed is not None and not _verified(user):
         return HttpResponseRedirect(reverse("admin:mfa_verify"))
     context: dict[str, Any] = {
         **site.each_context(request),

@@ -46,7 +46,8 @@ def mailgun_sign(payload: dict, key: str = MAILGUN_KEY) -> dict:
         **settings.ANYMAIL,
         "WEBHOOK_SECRET": SECRET,
         "MAILGUN_WEBHOOK_SIGNING_KEY": MAILGUN_KEY,
-    }
+    },
+    ANYMAIL_WEBHOOK_ESPS=["postmark", "mailgun", "amazon_ses", "sendgrid"],
 )
 class TrackingTestCase(BaseTestCase):
     def setUp(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib import admin
 from django.db import models
 
+from api.models import ApiToken
 from campaign.models import Attribution, Case, Contact, ServerOwner, Suppression
 from letters.models import LetterTemplate
 from scanning.models import Target
@@ -53,6 +54,7 @@ PARTNER_EDITABLE: dict[tuple[type[models.Model], str], str] = {
     (LetterTemplate, "subject"): "a new draft: approval and the tone check gate sending",
     (LetterTemplate, "body_html"): "a new draft: approval and the tone check gate sending",
     (LetterTemplate, "body_text"): "a new draft: approval and the tone check gate sending",
+    (ApiToken, "name"): "a label on the user's own read-only API token",
 }
 
 # (model, field): a value Alpha's caseworker would post to steer attribution or probes.
