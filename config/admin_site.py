@@ -9,12 +9,13 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, URLResolver, path, reverse
+from django.utils.translation import gettext_lazy
 
 
 class SecureAdminSite(admin.AdminSite):
     site_header = "Secure Your Server"
     site_title = "Secure Your Server"
-    index_title = "Campaign administration"
+    index_title = gettext_lazy("Campaign administration")
     # The front page is the campaign dashboard; the model list sits beside it.
     index_template = "reporting/dashboard.html"
 
@@ -41,9 +42,15 @@ class SecureAdminSite(admin.AdminSite):
             path("mfa/", self.admin_view(self.mfa_enrol), name="mfa_enrol"),
             path("mfa/verify/", self.admin_view(self.mfa_verify), name="mfa_verify"),
         ]
-        return [ours, refresh, *mfa] + [
+        language = path("language/", self.admin_view(self.staff_language), name="staff_language")
+        return [ours, refresh, language, *mfa] + [
             u for u in urls if getattr(u, "name", None) != "view_on_site"
         ]
+
+    def staff_language(self, request: HttpRequest) -> HttpResponse:
+        from campaign.preferences import language_view  # campaign's models need the app registry
+
+        return language_view(self, request)
 
     def mfa_enrol(self, request: HttpRequest) -> HttpResponse:
         from config import accounts
