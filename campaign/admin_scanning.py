@@ -244,6 +244,7 @@ class ExclusionAdmin(LeadOnlyAdmin):
 
     @admin.action(description="Approve: stop scanning these networks", permissions=["change"])
     def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
+        log_service_action(request, queryset, "Approved: no more scans of this network.")
         n = queryset.update(
             status=Exclusion.Status.APPROVED, decided_by=request.user, decided_at=timezone.now()
         )
@@ -251,6 +252,7 @@ class ExclusionAdmin(LeadOnlyAdmin):
 
     @admin.action(description="Reject the request", permissions=["change"])
     def reject(self, request: HttpRequest, queryset: QuerySet) -> None:
+        log_service_action(request, queryset, "Rejected the exclusion request.")
         n = queryset.update(
             status=Exclusion.Status.REJECTED, decided_by=request.user, decided_at=timezone.now()
         )
