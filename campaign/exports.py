@@ -282,10 +282,8 @@ def _kinds_sql(mask: str, labels: bool) -> str:
 def _case_select(scope: str) -> str:
     verdicts = [str(v) for v in VERDICT_ORDER]
     letters = [*LETTER_EVENT_STATUS.values(), "failed"]
-    letter_rank = _rank_sql(
-        f"CASE WHEN e.kind = 'note' THEN 'failed' ELSE {_label_sql('e.kind', dict(LETTER_EVENT_STATUS))} END",
-        letters,
-    )
+    by_kind = _label_sql("e.kind", dict(LETTER_EVENT_STATUS))
+    letter_rank = _rank_sql(f"CASE WHEN e.kind = 'note' THEN 'failed' ELSE {by_kind} END", letters)
     letter_kinds = ", ".join(_lit(k) for k in LETTER_EVENT_STATUS)
     transitions = "e.kind = 'status_changed' AND e.from_status <> e.to_status"
     kind_bit = " ".join(f"WHEN {_lit(k)} THEN {1 << i}" for i, k in enumerate(KIND_ORDER))
