@@ -9,7 +9,12 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from campaign import selectors, services
-from campaign.admin_base import LeadOnlyAdmin, PartnerScopedAdmin, SharedReadOnlyAdmin
+from campaign.admin_base import (
+    LeadOnlyAdmin,
+    LeadOnlyFieldsMixin,
+    PartnerScopedAdmin,
+    SharedReadOnlyAdmin,
+)
 from campaign.intake import admin_views as intake_views
 from campaign.models import (
     Attribution,
@@ -93,10 +98,11 @@ class CampaignAdmin(SharedReadOnlyAdmin):
         return obj.cases.count()
 
 
-class ContactInline(admin.TabularInline):
+class ContactInline(LeadOnlyFieldsMixin, admin.TabularInline):
     model = Contact
     extra = 0
     fields = ("position", "kind", "email", "source", "bounced_at")
+    lead_only_fields = ("source",)  # attribution replaces "rdap" rows and keeps the others
     ordering = ("position",)
 
 
@@ -147,6 +153,9 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
     list_select_related = ("partner",)
     inlines = (ContactInline, AttributionInline, CaseInline)
     readonly_fields = ("created_at", "updated_at")
+    # What attribution matches on and routes by. A partner that could set another's RDAP handle,
+    # or a country, would pull that partner's targets, evidence and contacts into its own case.
+    lead_only_fields = ("rdap_handle", "country", "corrections")
     actions = ("merge_owners",)
 
     @admin.action(description="Merge selected owners into the oldest", permissions=["change"])
@@ -192,6 +201,7 @@ class ContactAdmin(PartnerScopedAdmin):
     search_fields = ("email", "server_owner__name")
     list_select_related = ("server_owner",)
     autocomplete_fields = ("server_owner",)
+    lead_only_fields = ("source",)
 
 
 @admin.register(Attribution)
@@ -211,6 +221,16 @@ class AttributionAdmin(PartnerScopedAdmin):
     list_select_related = ("target", "server_owner")
     autocomplete_fields = ("server_owner",)
     raw_id_fields = ("target",)
+
+    # What RDAP and reverse DNS said, and which owner that led to: read-only for partners, who
+    # ask for a correction; the lead agency fixes attribution (owner corrections, merges).
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return selectors.sees_all_partners(request.user) and super().has_change_permission(
+            request, obj
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return selectors.sees_all_partners(request.user) and super().has_add_permission(request)
 
 
 class CaseEventInline(admin.TabularInline):
@@ -426,14 +446,47 @@ class CaseEventAdmin(PartnerScopedAdmin):
 
 @admin.register(Suppression)
 class SuppressionAdmin(PartnerScopedAdmin):
-    list_display = ("email", "server_owner", "partner", "reason", "expires_at", "created_at")
+    """A partner's suppressions stop only its own letters; the lead's global ones (no partner)
+    stop everyone's. A partner sees both kinds that touch its cases, and changes only its own."""
+
+    list_display = ("email", "server_owner", "scope", "reason", "expires_at", "created_at")
     list_filter = ("reason", "partner")
     search_fields = ("email", "server_owner__name", "note")
     list_select_related = ("partner", "server_owner")
     autocomplete_fields = ("server_owner", "partner")
+    readonly_fields = ("created_by", "created_at")
     date_hierarchy = "created_at"
 
+    def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
+        if selectors.sees_all_partners(request.user):
+            return qs
+        mine = selectors.partners_for(request.user)
+        # A global suppression naming an owner concerns that owner's partner only; a global
+        # address concerns everyone (any partner may meet it in a contact chain).
+        return qs.filter(
+            Q(partner__in=mine)
+            | Q(partner__isnull=True, server_owner__isnull=True)
+            | Q(partner__isnull=True, server_owner__partner__in=mine)
+        )
+
+    @admin.display(description="Stops letters of", ordering="partner__country")
+    def scope(self, obj: Suppression) -> str:
+        return obj.partner.country if obj.partner else "every partner (global)"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_global and not selectors.sees_all_partners(request.user):
+            return False  # the lead's global suppressions are read-only for partners
+        return super().has_change_permission(request, obj)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "partner" in form.base_fields and not selectors.sees_all_partners(request.user):
+            form.base_fields["partner"].required = True  # only the lead adds global ones
+        return form
+
     def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
+        if obj.partner_id is None and not selectors.sees_all_partners(request.user):
+            raise PermissionDenied  # the form requires a partner; never trust that alone
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)

@@ -22,7 +22,20 @@ from campaign.models import Membership, Partner
 from scanning.models import ScanRun
 
 
-class ScopedAdmin(admin.ModelAdmin):
+class LeadOnlyFieldsMixin:
+    """`lead_only_fields` are read-only for partner staff: facts from scans, imports and RDAP,
+    and whatever steers attribution or routing. Only the lead agency's staff edit them."""
+
+    lead_only_fields: tuple[str, ...] = ()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        if self.lead_only_fields and not selectors.sees_all_partners(request.user):
+            fields += tuple(f for f in self.lead_only_fields if f not in fields)
+        return fields
+
+
+class ScopedAdmin(LeadOnlyFieldsMixin, admin.ModelAdmin):
     """Base: scoped foreign-key choices and role-based permissions. Subclasses set the scope."""
 
     change_role: str = Membership.Role.CASEWORKER

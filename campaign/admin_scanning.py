@@ -61,8 +61,25 @@ class TargetAdmin(PartnerScopedAdmin):
     search_fields = ("ip", "hostname")
     date_hierarchy = "last_seen"
     readonly_fields = ("created_at", "sources", "source_data")
+    # Facts from scans and imports. Were the address editable, a re-check would probe wherever
+    # a caseworker pointed it.
+    lead_only_fields = (
+        "ip",
+        "port",
+        "protocol",
+        "hostname",
+        "asn",
+        "geo_country",
+        "first_seen",
+        "last_seen",
+    )
     inlines = (FindingInline,)
     actions = ("run_attribution", "scan_targets")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Targets come from imports and scans, the lead's. A partner's add form would also
+        # answer "already exists" for another partner's target, confirming it is on record.
+        return selectors.sees_all_partners(request.user) and super().has_add_permission(request)
 
     @admin.action(description="Scan selected targets", permissions=["scan"])
     def scan_targets(self, request: HttpRequest, queryset: QuerySet) -> None:

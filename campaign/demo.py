@@ -1,4 +1,4 @@
-"""Demo data of `load_demo`: the 26 partners of BRIEF.md, staff, a campaign, owners, cases."""
+"""Demo data of `load_demo`: the 26 partner nations, staff, a campaign, owners, cases."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from campaign.models import Case, CaseEvent, Contact, Partner
 from scanning.models import EvidenceLevel, Finding, Protocol, Target, Verdict
+from scanning.probes.base import VERDICTS_STRONGEST_FIRST
 
 FORMATS = ("csv", "json", "xlsx")
 SHAPES = ("cases", "findings")
@@ -61,15 +62,7 @@ INTELMQ_IDENTIFIERS = {
     Protocol.SOCKS5: "open-socks5-proxy",
     Protocol.UNKNOWN: "open-service",
 }
-VERDICT_ORDER = [
-    Verdict.CONFIRMED_OPEN,
-    Verdict.LIKELY_OPEN,
-    Verdict.LIKELY_OPEN_WEAK,
-    Verdict.INCONCLUSIVE,
-    Verdict.AUTH_REQUIRED,
-    Verdict.CLOSED,
-    Verdict.NOT_APPLICABLE,
-]
+VERDICT_ORDER = [str(verdict) for verdict in VERDICTS_STRONGEST_FIRST]
 # The letter's state as the case's audit trail records it (the letters app writes these events).
 LETTER_EVENT_STATUS = {
     CaseEvent.Kind.LETTER_QUEUED: "queued",
@@ -86,9 +79,10 @@ LETTER_STATUS_LABELS = {
     "complained": "Complaint",
     "failed": "Failed",
 }
-STATUS_LABELS = dict(Case.Status.choices)
-VERDICT_LABELS = dict(Verdict.choices)
-EVIDENCE_LABELS = dict(EvidenceLevel.choices)
+# Exports are written in English: the labels are plain strings, even where the model's are lazy.
+STATUS_LABELS = {code: str(label) for code, label in Case.Status.choices}
+VERDICT_LABELS = {code: str(label) for code, label in Verdict.choices}
+EVIDENCE_LABELS = {code: str(label) for code, label in EvidenceLevel.choices}
 
 CASE_COLUMNS = [
     Column("reference", width=16),

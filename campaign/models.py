@@ -102,6 +102,12 @@ class Membership(models.Model):
         return f"{self.user} @ {self.partner.country} ({self.role})"
 
 
+class CampaignQuerySet(models.QuerySet["Campaign"]):
+    def current(self) -> Campaign | None:
+        """The campaign new findings join: the active one that started last."""
+        return self.filter(is_active=True).order_by("-starts_on", "-id").first()
+
+
 class Campaign(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
@@ -113,6 +119,8 @@ class Campaign(models.Model):
     final_deadline_days = models.PositiveIntegerField(default=60)
     is_active = models.BooleanField(default=True)
     scan_runs = models.ManyToManyField("scanning.ScanRun", blank=True, related_name="campaigns")
+
+    objects = CampaignQuerySet.as_manager()
 
     class Meta:
         ordering = ["-starts_on"]
@@ -301,8 +309,24 @@ class CaseEvent(models.Model):
         return f"{self.case} {self.kind} {self.at:%Y-%m-%d %H:%M}"
 
 
+class SuppressionQuerySet(models.QuerySet["Suppression"]):
+    def active(self, at: datetime | None = None) -> SuppressionQuerySet:
+        """In force at `at` (now): the query form of `Suppression.is_active`."""
+        at = at or timezone.now()
+        return self.filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=at))
+
+    def affecting(self, partner: Partner | int) -> SuppressionQuerySet:
+        """The ones that apply to this partner's cases: its own and the lead's global ones."""
+        partner_id = partner if isinstance(partner, int) else partner.pk
+        return self.filter(models.Q(partner__isnull=True) | models.Q(partner_id=partner_id))
+
+
 class Suppression(models.Model):
-    """Do not contact this address (or owner) until it expires."""
+    """Do not contact this address (or owner) until it expires.
+
+    Scoped to a partner: it stops only that partner's letters, so one agency can never silence
+    another's. A suppression with no partner is global; only the lead agency adds those.
+    """
 
     class Reason(models.TextChoices):
         OPT_OUT = "opt_out", "Opt-out by the recipient"
@@ -310,7 +334,14 @@ class Suppression(models.Model):
         COMPLAINT = "complaint", "Complaint (ESP)"
         OTHER = "other", "Other"
 
-    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="suppressions")
+    partner = models.ForeignKey(
+        Partner,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="suppressions",
+        help_text="Whose letters it stops. Empty: every partner's (the lead agency's call).",
+    )
     email = models.EmailField(blank=True, db_index=True)
     server_owner = models.ForeignKey(
         ServerOwner, null=True, blank=True, on_delete=models.CASCADE, related_name="suppressions"
@@ -322,6 +353,8 @@ class Suppression(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = SuppressionQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -336,6 +369,10 @@ class Suppression(models.Model):
 
     def is_active(self, at: datetime | None = None) -> bool:
         return self.expires_at is None or self.expires_at > (at or timezone.now())
+
+    @property
+    def is_global(self) -> bool:
+        return self.partner_id is None
 
 
 class ImportBatch(models.Model):

@@ -177,21 +177,53 @@ elif MAIL_ESP in _ESP_BACKENDS:
         if not MAIL_ESP_API_KEY:
             raise ImproperlyConfigured(f"MAIL_ESP={MAIL_ESP} needs MAIL_ESP_API_KEY.")
         ANYMAIL[_key_setting] = MAIL_ESP_API_KEY
+    # The tracking webhooks change letters and suppress addresses: a real ESP without the
+    # secret its webhooks must present would let anyone on the internet do that.
+    if not ANYMAIL_WEBHOOK_SECRET:
+        raise ImproperlyConfigured(
+            f"MAIL_ESP={MAIL_ESP} needs ANYMAIL_WEBHOOK_SECRET ('user:password' that the ESP's "
+            "tracking webhooks present)."
+        )
     if MAIL_ESP == "mailgun":
         ANYMAIL["MAILGUN_SENDER_DOMAIN"] = env_str("MAILGUN_SENDER_DOMAIN")
-        ANYMAIL["MAILGUN_WEBHOOK_SIGNING_KEY"] = env_str("MAILGUN_WEBHOOK_SIGNING_KEY")
+        # Mailgun signs each webhook with this key (Sending > Webhooks in its dashboard).
+        MAILGUN_WEBHOOK_SIGNING_KEY = env_str("MAILGUN_WEBHOOK_SIGNING_KEY")
+        if not MAILGUN_WEBHOOK_SIGNING_KEY:
+            raise ImproperlyConfigured(
+                "MAIL_ESP=mailgun needs MAILGUN_WEBHOOK_SIGNING_KEY (Mailgun's webhook signing "
+                "key) to verify its tracking webhooks."
+            )
+        ANYMAIL["MAILGUN_WEBHOOK_SIGNING_KEY"] = MAILGUN_WEBHOOK_SIGNING_KEY
+    if MAIL_ESP == "sendgrid":
+        # SendGrid is community-supported by django-anymail since 15.2 (its backend warns so on
+        # start); it can sign its event webhook, which anymail verifies when given the key.
+        _sendgrid_key = env_str("SENDGRID_WEBHOOK_VERIFICATION_KEY")
+        if _sendgrid_key:
+            ANYMAIL["SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"] = _sendgrid_key
 else:
     raise ImproperlyConfigured(
         f"MAIL_ESP={MAIL_ESP!r} is not one of: local, smtp, test, postmark, mailgun, "
-        "amazon_ses, sendgrid."
+        "amazon_ses, sendgrid (community-supported)."
     )
+# Tracking webhooks are mounted at /anymail/<esp>/tracking/ for the configured ESP only.
+ANYMAIL_WEBHOOK_ESPS: list[str] = [MAIL_ESP] if MAIL_ESP in _ESP_BACKENDS else []
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Secure Your Server <advisory@localhost>")
 # Remediation links stay valid this many days after their campaign ends.
 REMEDIATION_LINK_GRACE_DAYS = env_int("REMEDIATION_LINK_GRACE_DAYS", 30, minimum=0)
 # "I fixed it - check again" on a remediation page: at most one re-probe per case per this many
 # seconds.
 RECHECK_MIN_INTERVAL = env_int("RECHECK_MIN_INTERVAL", 10 * 60, minimum=0)
+# The recipient's forms (check again, not my server, another contact, opt-out): at most this many
+# posts per remediation link, and per client address, in each window of seconds (0: no limit).
+REMEDIATION_FORM_LIMIT_PER_LINK = env_int("REMEDIATION_FORM_LIMIT_PER_LINK", 10, minimum=0)
+REMEDIATION_FORM_LIMIT_PER_ADDRESS = env_int("REMEDIATION_FORM_LIMIT_PER_ADDRESS", 30, minimum=0)
+REMEDIATION_FORM_WINDOW = env_int("REMEDIATION_FORM_WINDOW", 60 * 60, minimum=1)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Staff-edited letter templates render under a budget (previews and workers alike): wall time,
+# loop iterations and characters written, so a runaway draft fails instead of burning a CPU.
+LETTER_RENDER_SECONDS = env_int("LETTER_RENDER_SECONDS", 5, minimum=1)
+LETTER_RENDER_MAX_ITERATIONS = env_int("LETTER_RENDER_MAX_ITERATIONS", 100_000, minimum=100)
+LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 2_000_000, minimum=10_000)
 
 # --- Scanner and canary -------------------------------------------------------------------------
 SCAN_ALLOW_PRIVATE = env_bool("SCAN_ALLOW_PRIVATE", False)
@@ -226,7 +258,7 @@ ATTRIBUTION_DNS_TIMEOUT = env_int("ATTRIBUTION_DNS_TIMEOUT", 5, minimum=1)
 INTAKE_OWN_DOMAINS = env_list("INTAKE_OWN_DOMAINS", [])
 INTAKE_SYNC_MAX_BYTES = env_int("INTAKE_SYNC_MAX_BYTES", 4 * 1024 * 1024, minimum=0)
 
-# Campaign scans: batch size, manners and bounds (PROBES.md). Tests shrink the waits to seconds.
+# Campaign scans: batch size, manners and bounds (docs/probes.md). Tests shrink the waits.
 SCAN_BATCH_SIZE = env_int("SCAN_BATCH_SIZE", 50, minimum=1)
 SCAN_CONCURRENCY = env_int("SCAN_CONCURRENCY", 64, minimum=1)
 SCAN_NETWORK_RATE = float(env_int("SCAN_NETWORK_RATE", 2, minimum=0))  # sessions/s per /24, /48
@@ -263,6 +295,9 @@ LANGUAGES = [
 ]
 TIME_ZONE = "UTC"
 USE_I18N = True
+# The public pages' and our admin additions' translations: locale/<locale>/LC_MESSAGES/django.po,
+# compiled to .mo by `make install` and the image build (manage.py catalogues compile).
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_TZ = True
 
 STATIC_URL = "static/"

@@ -7,7 +7,7 @@ from django.views.generic import RedirectView
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
-    path("anymail/", include("anymail.urls")),
+    path("anymail/", include("letters.webhooks")),
     path("scanning/", include("scanning.urls")),
     path("r/", include("letters.urls")),
 ]

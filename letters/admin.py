@@ -15,6 +15,7 @@ from django.http import (
 )
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from campaign import selectors
@@ -23,6 +24,7 @@ from campaign.admin_base import PartnerScopedAdmin
 from campaign.models import Case
 from letters import links, rendering, services
 from letters.models import DeliveryEvent, Letter, LetterTemplate, RemediationLink
+from letters.render_budget import RenderBudgetExceeded
 
 # Staff-written HTML in a preview: no scripts, no remote loads, nothing but our styles and images.
 PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
@@ -177,7 +179,14 @@ class LetterTemplateAdmin(PartnerScopedAdmin):
         error = next((e for e in map(rendering.sandbox_check, vars(source).values()) if e), None)
         if error:
             return HttpResponse(f"Template error: {error}", content_type="text/plain", status=400)
-        rendered = preview_render(template, source)
+        try:
+            rendered = preview_render(template, source)
+        except RenderBudgetExceeded as exc:  # a runaway draft: say so instead of burning a CPU
+            return HttpResponse(
+                gettext("Template error: %(error)s") % {"error": exc},
+                content_type="text/plain; charset=utf-8",
+                status=400,
+            )
         if fmt == "pdf":
             response = HttpResponse(rendering.letter_pdf(rendered), content_type="application/pdf")
             response["Content-Disposition"] = (
@@ -259,6 +268,9 @@ class LetterAdmin(PartnerScopedAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # A letter is a record of what was sent; it changes only through the letter services.
         return False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # letters are queued from their case, which picks contact and template
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return selectors.has_role(request.user, "caseworker")

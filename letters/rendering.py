@@ -26,10 +26,10 @@ from django.contrib.staticfiles import finders
 from django.template import Context, Engine, Library, defaultfilters, defaulttags
 from django.template.loader import render_to_string
 from django.utils import formats, timezone, translation
-from django.utils._os import safe_join
 from django.utils.safestring import mark_safe
 
 from campaign.models import Case, Partner
+from letters import render_budget
 from letters.models import Letter, LetterKind, LetterTemplate
 from scanning.models import OPEN_VERDICTS
 
@@ -54,6 +54,10 @@ for _name in SANDBOX_TAGS:
 for _name, _filter in defaultfilters.register.filters.items():
     if _name not in UNSAFE_FILTERS:
         register.filters[_name] = _filter
+# Loops are metered and the filters that can write megabytes are bounded (render_budget.py).
+register.tag("for", render_budget.do_for)
+for _name, _filter in render_budget.BOUNDED_FILTERS.items():
+    register.filter(_name, _filter, is_safe=True)
 
 
 class _SandboxEngine(Engine):
@@ -75,8 +79,13 @@ def sandbox_engine(autoescape: bool = True) -> Engine:
 
 
 def sandbox_render(source: str, context: dict[str, Any], *, autoescape: bool = True) -> str:
+    """Raises RenderBudgetExceeded when the template runs too long or writes too much."""
     template = sandbox_engine(autoescape).from_string(source)
-    return template.render(Context(context, autoescape=autoescape))
+    with render_budget.render_budget():
+        output = template.render(Context(context, autoescape=autoescape))
+    if len(output) > settings.LETTER_RENDER_MAX_CHARS:
+        render_budget.charge(chars=len(output))  # over the cap on its own: says so
+    return output
 
 
 def sandbox_check(source: str) -> str | None:
@@ -277,7 +286,7 @@ def _email_css() -> str:
 def render_source(
     source: TemplateSource, *, context: dict[str, Any], partner: Partner, language: str
 ) -> RenderedLetter:
-    with translation.override(language):
+    with translation.override(language), render_budget.render_budget():
         subject = " ".join(sandbox_render(source.subject, context, autoescape=False).split())
         body = sandbox_render(source.body_html, context)
         layout = {
@@ -426,6 +435,31 @@ def html_to_text(html: str) -> str:
 ASSET_BASE = "https://letter-assets.invalid/"
 
 
+def asset_path(url: str) -> Path | None:
+    """The local file an asset URL names, or None: our static files and partners' letterheads.
+
+    The path is decoded and checked segment by segment before it is joined, then resolved (which
+    follows symlinks) and checked again against its folder, so an encoded `..` (`%2e%2e`, `%2F`)
+    after the allowed prefix can never step out to another partner's letters under MEDIA_ROOT.
+    """
+    rel = url.split("?", 1)[0].split("#", 1)[0]
+    if not rel.startswith(ASSET_BASE):
+        return None
+    rel = unquote(rel.removeprefix(ASSET_BASE))
+    segments = rel.split("/")
+    if any(part in ("", ".", "..") or "\\" in part or "\x00" in part or "%" in part
+           for part in segments):  # fmt: skip
+        return None
+    if segments[0] == "static":
+        found = finders.find("/".join(segments[1:]))
+        return Path(found) if isinstance(found, str) else None
+    if segments[:2] == ["media", "letterheads"] and len(segments) > 2:
+        folder = (Path(settings.MEDIA_ROOT) / "letterheads").resolve()
+        path = folder.joinpath(*segments[2:]).resolve()
+        return path if path.is_relative_to(folder) else None
+    return None
+
+
 def _static_only_fetcher() -> Any:
     from weasyprint.urls import URLFetcher, URLFetcherResponse
 
@@ -435,18 +469,11 @@ def _static_only_fetcher() -> Any:
         def fetch(self, url: str, headers: Any = None) -> URLFetcherResponse:
             if url.startswith("data:"):
                 return super().fetch(url, headers)
-            path: str | None = None
-            rel = unquote(url.split("?", 1)[0].split("#", 1)[0])
-            if rel.startswith(ASSET_BASE + "static/"):
-                path = finders.find(rel.removeprefix(ASSET_BASE + "static/"))
-            elif rel.startswith(ASSET_BASE + "media/letterheads/"):
-                path = safe_join(settings.MEDIA_ROOT, rel.removeprefix(ASSET_BASE + "media/"))
-            if not path or not Path(path).is_file():
+            path = asset_path(url)
+            if path is None or not path.is_file():
                 raise ValueError(f"letters fetch only local assets, not {url!r}")
             kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
-            return URLFetcherResponse(
-                url, body=Path(path).read_bytes(), headers={"Content-Type": kind}
-            )
+            return URLFetcherResponse(url, body=path.read_bytes(), headers={"Content-Type": kind})
 
     return StaticOnlyFetcher()
 
@@ -467,8 +494,15 @@ def html_to_pdf(html: str) -> bytes:
     font_config, fetcher = _pdf_tools()
     if len(_IMAGE_CACHE) > 64:  # each QR code is a new data: URI; keep the cache small
         _IMAGE_CACHE.clear()
-    document = HTML(string=html, base_url=ASSET_BASE, url_fetcher=fetcher)
-    return document.write_pdf(font_config=font_config, cache=_IMAGE_CACHE)
+    document = HTML(string=html, base_url=ASSET_BASE, url_fetcher=fetcher).render(
+        font_config=font_config, cache=_IMAGE_CACHE
+    )
+    # A letter embeds no files: drop <link rel=attachment> and <a rel=attachment> before
+    # WeasyPrint fetches them into the PDF.
+    document.metadata.attachments = []
+    for page in document.pages:
+        page.links = [link for link in page.links if link[0] != "attachment"]
+    return document.write_pdf()
 
 
 def letter_pdf(rendered: RenderedLetter) -> bytes:

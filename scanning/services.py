@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from scanning.models import Exclusion, Finding, Protocol, ScanBatch, ScanRun, Target
 from scanning.probes import cli, runner
-from scanning.probes.base import Limits, ProbeResult
+from scanning.probes.base import Limits, ProbeResult, host_port
 from scanning.signals import finding_recorded
 
 logger = logging.getLogger(__name__)
@@ -179,8 +179,7 @@ async def _probe_targets(
 
 
 def _given(target: Target) -> str:
-    host = f"[{target.ip}]" if ":" in target.ip else target.ip
-    return f"{host}:{target.port}"
+    return host_port(target.ip, target.port)
 
 
 def _finding_from(result: ProbeResult, target: Target, scan_run_id: int, now: datetime) -> Finding:
@@ -271,7 +270,7 @@ def scan_limits() -> Limits:
 
 def probe_environment(*, limits: Limits | None = None) -> cli.ProbeEnvironment:
     """What the probe command and scan workers read from settings. The command passes
-    PROBES.md's own bounds; campaign scans use the SCAN_* settings."""
+    the bounds of docs/probes.md; campaign scans use the SCAN_* settings."""
     from scanning.hitstore import DatabaseHitStore
 
     return cli.ProbeEnvironment(

@@ -80,10 +80,6 @@ class BatchReport:
         }
 
 
-def active_campaign() -> Campaign | None:
-    return Campaign.objects.filter(is_active=True).order_by("-starts_on", "-id").first()
-
-
 def partner_for_country(country: str) -> Partner:
     """The partner of the owner's country; the lead agency when there is none (it triages)."""
     partner = Partner.objects.filter(country=country).first() if country else None
@@ -153,25 +149,42 @@ def network_lookup(address: str, limited: dict[str, int | None]) -> tuple[Networ
 # --- Owners and contact chains -------------------------------------------------------------------
 
 
-def _owner_by_handle(handle: str) -> ServerOwner | None:
-    owner = ServerOwner.objects.filter(rdap_handle=handle).order_by("id").first()
+def _has_handle(owner: ServerOwner, handle: str) -> bool:
+    merged = (owner.corrections or {}).get("merged_handles") or []
+    return owner.rdap_handle == handle or handle in merged
+
+
+def _owner_by_handle(
+    handle: str, *, partner: Partner, current: ServerOwner | None = None
+) -> ServerOwner | None:
+    """The owner this handle stands for, never one of another partner's: a handle set by hand
+    on another partner's owner must not pull this network's targets into that partner's case.
+
+    The target's current owner keeps it while it still carries the handle (the lead agency may
+    have moved that owner to another partner by a correction); otherwise the handle matches only
+    the owners of `partner`, the one the registry's country routes to.
+    """
+    if current is not None and _has_handle(current, handle):
+        return current
+    owners = ServerOwner.objects.filter(partner=partner)
+    owner = owners.filter(rdap_handle=handle).order_by("id").first()
     if owner is not None:
         return owner
     # An owner merged into another by hand: its handle now leads to the survivor.
-    for candidate in ServerOwner.objects.filter(corrections__has_key="merged_handles"):
-        if handle in (candidate.corrections.get("merged_handles") or []):
+    for candidate in owners.filter(corrections__has_key="merged_handles").order_by("id"):
+        if _has_handle(candidate, handle):
             return candidate
     return None
 
 
-def owner_for_network(info: NetworkInfo) -> ServerOwner:
+def owner_for_network(info: NetworkInfo, *, current: ServerOwner | None = None) -> ServerOwner:
     handle = info.owner_handle[:100]
     if not handle:
         raise rdap.RdapError("the RDAP answer names neither a registrant nor a network handle")
     with transaction.atomic():
         # Serialise owner creation: there is no unique key on rdap_handle to race against.
         list(Partner.objects.select_for_update().filter(is_lead=True).values_list("id"))
-        owner = _owner_by_handle(handle)
+        owner = _owner_by_handle(handle, partner=partner_for_country(info.country), current=current)
         if owner is None:
             owner = ServerOwner(rdap_handle=handle)
         owner_refresh(owner, info)
@@ -310,7 +323,7 @@ def target_attribute(
     error_kind = ""
     try:
         info, source = network_lookup(target.ip, limited)
-        owner = owner_for_network(info)
+        owner = owner_for_network(info, current=attribution.server_owner)
     except rdap.RdapError as exc:
         # Reported on the row and counted on the batch; the owner found before stays.
         error_kind = exc.kind
@@ -336,7 +349,7 @@ def target_attribute(
 
 def targets_attribute(*, targets: Iterable[Target]) -> BatchReport:
     """Attribute each target; an error on one (a 429, a timeout) is reported, not raised."""
-    campaign = active_campaign()
+    campaign = Campaign.objects.current()
     limited: dict[str, int | None] = {}
     report = BatchReport()
     for target in targets:

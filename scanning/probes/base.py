@@ -23,7 +23,7 @@ class Verdict(enum.StrEnum):
     NOT_APPLICABLE = "not-applicable"
 
 
-# PROBES.md: confirmed > likely > likely-weak > inconclusive > auth-required > closed.
+# docs/probes.md: confirmed > likely > likely-weak > inconclusive > auth-required > closed.
 VERDICT_PRECEDENCE: dict[Verdict, int] = {
     Verdict.CONFIRMED_OPEN: 6,
     Verdict.LIKELY_OPEN: 5,
@@ -33,6 +33,17 @@ VERDICT_PRECEDENCE: dict[Verdict, int] = {
     Verdict.CLOSED: 1,
     Verdict.NOT_APPLICABLE: 0,
 }
+
+
+# The one ordering of verdicts, strongest first (exports, summaries and the admin use it too).
+VERDICTS_STRONGEST_FIRST: tuple[Verdict, ...] = tuple(
+    sorted(Verdict, key=VERDICT_PRECEDENCE.__getitem__, reverse=True)
+)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as people and URLs write it: IPv6 addresses in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def strongest(verdicts: list[Verdict]) -> Verdict:
@@ -80,7 +91,7 @@ class TransportStatus(enum.StrEnum):
 
 
 class Reason(enum.StrEnum):
-    """The one catalogue of machine-readable reasons (PROBES.md). Docs list these values."""
+    """The one catalogue of machine-readable reasons; docs/probes.md explains each."""
 
     # SMTP
     NO_SMTP_GREETING = "no_smtp_greeting"
@@ -224,7 +235,7 @@ class ProbeResult:
         return 6 if ":" in self.ip else 4
 
     def as_json(self) -> dict[str, Any]:
-        """The `probe` command's JSON object (BRIEF.md names the keys)."""
+        """The `probe` command's JSON object; its keys are a public interface."""
         out: dict[str, Any] = {
             "target": self.target,
             "ip": self.ip,
@@ -249,7 +260,7 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds of PROBES.md ("Manners"); tests shrink them, never remove them."""
+    """The bounds of docs/probes.md ("Manners and bounds"); tests shrink them, never remove them."""
 
     connect_timeout: float = 10.0
     reply_timeout: float = 10.0

@@ -1,4 +1,4 @@
-"""The `probe` command's logic (BRIEF.md, "Interfaces that others rely on"), free of Django.
+"""The `probe` command's logic, free of Django; its options and JSON keys are a public interface.
 
 `manage.py probe` adds these arguments to its parser and calls `run()` with the settings it read.
 Exit status: 2 for bad arguments or a refused target (before anything is sent), else 0.

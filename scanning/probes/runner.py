@@ -1,7 +1,7 @@
 """Running probes over many targets: parsing, the address policy, protocol choice and manners.
 
 Plain asyncio, no Django (the `probe` command and the Celery tasks both drive it). The manners of
-PROBES.md live here, not in the probes: one connection at a time per target IP, a token bucket
+docs/probes.md live here, not in the probes: one connection at a time per target IP, a token bucket
 per network, a global concurrency cap, the exclusion list asked right before each probe connects,
 and the batch self-check that voids every result when something on our side intercepts traffic.
 """
@@ -196,7 +196,7 @@ LOOPBACK_CANARY = "the canary listens on loopback, which a proxy there would tak
 def canary_reachable(target: Target, protocol: str, canary_http_host: str) -> bool:
     """May a proxy at `target` be aimed at the canary? Never at the proxy's own loopback.
 
-    PROBES.md: a proxy is never pointed at loopback or private ranges behind it, and a remote
+    docs/probes.md: a proxy is never pointed at loopback or private ranges behind it, and a remote
     proxy told to fetch 127.0.0.1 would fetch its own. SMTP needs no such care: the test mail is
     addressed to the canary domain, never to an address.
     """
@@ -307,7 +307,7 @@ def _bare_result(
 
 
 class Scanner:
-    """Probes many targets concurrently, with the manners of PROBES.md.
+    """Probes many targets concurrently, with the manners of docs/probes.md.
 
     `is_excluded(ip)` (sync or async) is asked right before every probe connects; an excluded
     target gets a `not-applicable` result with Reason.EXCLUDED and nothing is sent to it.

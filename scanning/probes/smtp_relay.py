@@ -1,4 +1,4 @@
-"""The SMTP open-relay probe of PROBES.md: controlled variants, then delivery to our own canary.
+"""The SMTP open-relay probe (docs/probes.md): controlled variants, then delivery to our own canary.
 
 Every read is bounded (per reply, per probe, per host), the server's word is never trusted alone
 (a `.invalid` control tells a catch-all from a discriminating relay), and the only mail ever sent
@@ -34,7 +34,7 @@ from scanning.probes.smtp_fingerprint import smtp_software
 
 MAX_LINE_BYTES = 2048  # RFC 5321 caps reply lines at 512; real banners stay far below this
 READ_CHUNK = 4096
-DEFAULT_RETRY_AFTER = 300  # PROBES.md: retry a temporarily refused pair after >= 5 minutes
+DEFAULT_RETRY_AFTER = 300  # docs/probes.md: retry a temporarily refused pair after >= 5 minutes
 MAX_CONNECTIONS = 8  # 16 variants at 8 refusals per connection, plus TLS and disconnect retries
 MAX_DISCONNECT_RECONNECTS = 2
 DETAIL_TEXT_CHARS = 512

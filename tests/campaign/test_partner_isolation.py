@@ -114,21 +114,21 @@ ALPHA_OBJECTS: dict[type[models.Model], tuple[str, Factory]] = {
     User: ("super", lambda t: t.alpha_staff),
     Group: ("super", lambda t: Group.objects.create(name="alpha-group")),
     PeriodicTask: (
-        "lead",
+        "super",
         lambda t: PeriodicTask.objects.create(
             name="alpha-task",
             task="sweeps.report_stuck_letters",
             interval=IntervalSchedule.objects.create(every=10, period="seconds"),
         ),
     ),
-    IntervalSchedule: ("lead", lambda t: IntervalSchedule.objects.create(every=7, period="days")),
-    CrontabSchedule: ("lead", lambda t: CrontabSchedule.objects.create(minute="5")),
+    IntervalSchedule: ("super", lambda t: IntervalSchedule.objects.create(every=7, period="days")),
+    CrontabSchedule: ("super", lambda t: CrontabSchedule.objects.create(minute="5")),
     SolarSchedule: (
-        "lead",
+        "super",
         lambda t: SolarSchedule.objects.create(event="sunrise", latitude=1, longitude=1),
     ),
     ClockedSchedule: (
-        "lead",
+        "super",
         lambda t: ClockedSchedule.objects.create(clocked_time=timezone.now()),
     ),
 }

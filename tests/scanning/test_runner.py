@@ -1,4 +1,4 @@
-"""The scan runner: parsing, the address policy, protocol choice and the manners of PROBES.md.
+"""The scan runner: parsing, the address policy, protocol choice and the manners of docs/probes.md.
 
 Every peer is a trap on 127.0.50.x-127.0.59.x; nothing leaves the machine.
 """
