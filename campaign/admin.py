@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -9,6 +10,8 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
@@ -18,22 +21,25 @@ from campaign.admin_base import (
     LeadOnlyFieldsMixin,
     PartnerScopedAdmin,
     SharedReadOnlyAdmin,
+    log_service_action,
 )
 from campaign.admin_scale import (
     AddressSearchMixin,
     anything,
     choices_filter,
     looks_like_email,
+    network_q,
+    parse_address_term,
     recent_filter,
     values_filter,
 )
 from campaign.intake import admin_views as intake_views
 from campaign.models import (
     Attribution,
+    AttributionJob,
     Campaign,
     Case,
     CaseEvent,
-    CaseSequence,
     Contact,
     ImportBatch,
     Membership,
@@ -105,9 +111,31 @@ class CampaignAdmin(SharedReadOnlyAdmin):
             )
             campaign.scan_runs.add(self.start_scan(request, ids, f"campaign {campaign.slug}"))
 
+    # Dates decide when links expire and letters stop; only the lead's approvers move them.
+    SCHEDULE_FIELDS = ("starts_on", "ends_on", "is_active")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        user = request.user
+        if user.is_superuser or (
+            selectors.sees_all_partners(user)
+            and selectors.has_role(user, Membership.Role.APPROVER, selectors.lead_partner())
+        ):
+            return readonly
+        return (*readonly, *self.SCHEDULE_FIELDS)
+
     @admin.display(description="Cases")
     def case_count(self, obj: Campaign) -> int:
-        return obj.cases.count()
+        return obj.visible_cases  # annotated: the viewer's own partners' cases only
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        from django.db.models import Count
+
+        qs = super().get_queryset(request)
+        if selectors.sees_all_partners(request.user):
+            return qs.annotate(visible_cases=Count("cases"))
+        mine = Q(cases__partner__in=selectors.partners_for(request.user))
+        return qs.annotate(visible_cases=Count("cases", filter=mine))
 
 
 class ContactInline(LeadOnlyFieldsMixin, admin.TabularInline):
@@ -149,6 +177,23 @@ def contact_email_q(owner_ref: str) -> Any:
         )
 
     return q
+
+
+def case_address_q(term: str) -> Q | None:
+    """Cases with a finding on this address, in this network or AS: EXISTS over the case's
+    findings (an index lookup per address), never a join that needs DISTINCT."""
+    parsed = parse_address_term(term)
+    if parsed is None:
+        return None
+    kind, value = parsed
+    if kind == "ip":
+        where = Q(finding__target__ip=value)
+    elif kind == "cidr":
+        where = network_q("finding__target__ip", value)
+    else:
+        where = Q(finding__target__asn=value)
+    links = Case.findings.through.objects.filter(where, case_id=OuterRef("pk"))
+    return Q(Exists(links))
 
 
 SHOWN_ROWS = 50  # rows of a long related list shown on a change page; the rest are linked
@@ -350,10 +395,14 @@ def _transition_action(to_status: str, description: str) -> Any:
             try:
                 services.case_transition(case=case, to_status=to_status, actor=request.user)
                 moved += 1
+                log_service_action(
+                    request, case, f"{description} (now {case.get_status_display()})."
+                )
             except services.IllegalTransition:
                 refused.append(f"{case.reference} ({case.get_status_display()})")
         if moved:
-            modeladmin.message_user(request, f"{moved} case(s) moved to “{to_status}”.")
+            label = Case.Status(to_status).label
+            modeladmin.message_user(request, f"{moved} case(s) moved to “{label}”.")
         if refused:
             modeladmin.message_user(
                 request, f"Not allowed from their status: {', '.join(refused)}.", messages.WARNING
@@ -363,21 +412,86 @@ def _transition_action(to_status: str, description: str) -> Any:
     return action
 
 
+class TriageFilter(admin.SimpleListFilter):
+    """Owners the lead agency triages (country unknown or without a partner): the dashboard
+    links here."""
+
+    title = "lead agency triage"
+    parameter_name = "triage"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "In triage")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(
+                status=Case.Status.NEEDS_REVIEW, review_reason__icontains="triage"
+            )
+        return queryset
+
+
+LANGUAGE_NAMES = dict(settings.LANGUAGES)
+
+
+class CaseForm(forms.ModelForm):
+    """The letter language is one of the partner's letter languages, picked from a list."""
+
+    language = forms.ChoiceField(choices=settings.LANGUAGES)
+
+    class Meta:
+        model = Case
+        fields = "__all__"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        partner = self.instance.partner if self.instance.partner_id else None
+        if partner is not None and "language" in self.fields:
+            codes = list(partner.letter_languages)
+            if self.instance.language and self.instance.language not in codes:
+                codes.append(self.instance.language)  # keep what the case has, to see it
+            self.fields["language"].choices = [
+                (code, f"{LANGUAGE_NAMES.get(code, code)} ({code})") for code in codes
+            ]
+            self.fields[
+                "language"
+            ].help_text = (
+                f"Letters in the languages {partner.country_name} writes in, in its order."
+            )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        partner = data.get("partner") or (
+            self.instance.partner if self.instance.partner_id else None
+        )
+        language = data.get("language")
+        if partner is not None and language and language not in partner.letter_languages:
+            self.add_error(
+                "language",
+                f"{partner.country_name} writes letters in "
+                f"{', '.join(partner.letter_languages) or 'no shipped language'}, "
+                f"not “{language}”.",
+            )
+        return data
+
+
 @admin.register(Case)
 class CaseAdmin(PartnerScopedAdmin):
+    form = CaseForm
     list_display = (
-        "reference",
+        "reference_cell",
         "server_owner",
-        "partner",
-        "status",
+        "partner_code",
+        "status_badge",
         "language",
         "finding_count",
-        "opened_at",
+        "opened_on",
     )
+    list_display_links = ("reference_cell",)
     # Filter choices from small tables and settings, and recent windows instead of a date
     # hierarchy: nothing here reads every case to draw the sidebar.
     list_filter = (
         "status",
+        TriageFilter,
         PartnerFilter,
         choices_filter("campaign__id__exact", _("campaign"), campaign_choices),
         choices_filter("language__exact", _("language"), language_choices),
@@ -385,6 +499,26 @@ class CaseAdmin(PartnerScopedAdmin):
     )
     list_select_related = ("server_owner", "partner")
     search_fields = ("reference", "server_owner__name", "server_owner__contacts__email")
+    search_help_text = "Reference, owner, contact e-mail, IP address, network (CIDR) or AS number."
+
+    @admin.display(description="Reference", ordering="reference")
+    def reference_cell(self, obj: Case) -> str:
+        return format_html('<span class="case-ref">{}</span>', obj.reference)
+
+    @admin.display(description="Partner", ordering="partner__country")
+    def partner_code(self, obj: Case) -> str:
+        return format_html(
+            '<abbr title="{}">{}</abbr>', obj.partner.country_name, obj.partner.country
+        )
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Case) -> str:
+        return status_badge(obj)
+
+    @admin.display(description="Opened", ordering="opened_at")
+    def opened_on(self, obj: Case) -> str:
+        return date_format(timezone.localtime(obj.opened_at), "SHORT_DATE_FORMAT")
+
     autocomplete_fields = ("server_owner",)
     readonly_fields = (
         "reference",
@@ -501,6 +635,9 @@ class CaseAdmin(PartnerScopedAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
+        address = case_address_q(term)
+        if address is not None:
+            return queryset.filter(address), False
         if term.upper().startswith("SYS-"):
             return queryset.filter(reference__startswith=term.upper()), False
         if looks_like_email(term):
@@ -553,6 +690,28 @@ class CaseAdmin(PartnerScopedAdmin):
                 actor=request.user,
                 note="Opened by hand in the admin.",
             )
+
+
+STATUS_COLOURS = {
+    Case.Status.NEW: ("#e8eef7", "#1f3d6b"),
+    Case.Status.NEEDS_REVIEW: ("#fff1d6", "#6b4500"),
+    Case.Status.READY: ("#dff3e4", "#155724"),
+    Case.Status.NOTIFIED: ("#e3e9ff", "#23348f"),
+    Case.Status.REMINDED: ("#ece3ff", "#4a2a8f"),
+    Case.Status.ESCALATED: ("#ffe1dc", "#8a1f11"),
+    Case.Status.FIXED: ("#d4f0d9", "#0f5132"),
+}
+
+
+def status_badge(case: Case) -> str:
+    background, colour = STATUS_COLOURS.get(case.status, ("#eee", "#333"))
+    return format_html(
+        '<span class="status-badge status-{}" style="background:{};color:{}">{}</span>',
+        case.status,
+        background,
+        colour,
+        case.get_status_display(),
+    )
 
 
 NEXT_ACTIONS = {
@@ -644,6 +803,21 @@ class SuppressionAdmin(PartnerScopedAdmin):
         super().save_model(request, obj, form, change)
 
 
+class HasRejectedRowsFilter(admin.SimpleListFilter):
+    title = "rejected rows"
+    parameter_name = "rejected"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> Any:
+        return (("yes", "Some rows rejected"), ("no", "No rows rejected"))
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(Q(rows_rejected__gt=0) | Q(status=ImportBatch.Status.FAILED))
+        if self.value() == "no":
+            return queryset.filter(rows_rejected=0).exclude(status=ImportBatch.Status.FAILED)
+        return queryset
+
+
 @admin.register(ImportBatch)
 class ImportBatchAdmin(LeadOnlyAdmin):
     list_display = (
@@ -652,10 +826,25 @@ class ImportBatchAdmin(LeadOnlyAdmin):
         "status",
         "rows_kept",
         "rows_rejected",
+        "first_problem",
         "campaign",
+        "uploaded_by",
         "created_at",
+        "finished_at",
     )
-    list_filter = ("format", "status")
+    list_select_related = ("campaign", "uploaded_by")
+
+    @admin.display(description="First problem")
+    def first_problem(self, obj: ImportBatch) -> str:
+        if obj.status == ImportBatch.Status.FAILED and obj.failure:
+            return f"File rejected: {obj.failure}"[:160]
+        if obj.errors:
+            first = obj.errors[0]
+            more = f" (+{obj.rows_rejected - 1} more)" if obj.rows_rejected > 1 else ""
+            return f"line {first.get('line') or '?'}: {first.get('reason', '')}{more}"[:160]
+        return "—"
+
+    list_filter = ("format", "status", HasRejectedRowsFilter)
     search_fields = ("file_name",)
     date_hierarchy = "created_at"
     # A batch is a record of what a file did: nothing on it is edited; new ones come from the
@@ -704,15 +893,108 @@ class ImportBatchAdmin(LeadOnlyAdmin):
             self.start_scan(request, ids, f"import {batch.file_name} (#{batch.pk})")
 
 
-@admin.register(CaseSequence)
-class CaseSequenceAdmin(LeadOnlyAdmin):
-    list_display = ("year", "last")
+class JobHasErrorsFilter(admin.SimpleListFilter):
+    title = "errors"
+    parameter_name = "errors"
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def lookups(self, request: HttpRequest, model_admin: Any) -> Any:
+        return (("yes", "With errors"), ("no", "Without errors"))
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(Q(error_count__gt=0) | Q(status=AttributionJob.Status.FAILED))
+        if self.value() == "no":
+            return queryset.filter(error_count=0).exclude(status=AttributionJob.Status.FAILED)
+        return queryset
+
+
+@admin.register(AttributionJob)
+class AttributionJobAdmin(PartnerScopedAdmin):
+    """A record of each "Run attribution": the user lands here after starting one."""
+
+    partner_field = "started_by__memberships__partner"
+    list_display = (
+        "__str__",
+        "status",
+        "started_by",
+        "created_at",
+        "finished_at",
+        "attributed",
+        "error_count",
+        "first_error",
+    )
+    list_filter = ("status", JobHasErrorsFilter)
+    list_select_related = ("started_by",)
+    date_hierarchy = "created_at"
+    fields = (
+        "status",
+        "started_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "targets_total",
+        "summary",
+        "error_table",
+        "failure",
+    )
+    readonly_fields = fields
+    change_form_template = "admin/campaign/attributionjob/change_form.html"
+
+    def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
+        return super().scope_queryset(request, qs).distinct()
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+        return False  # started from Targets → "Run attribution"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a record of what ran
+
+    @admin.display(description="Attributed")
+    def attributed(self, obj: AttributionJob) -> str:
+        if obj.status in (AttributionJob.Status.QUEUED, AttributionJob.Status.RUNNING):
+            return "…"
+        return f"{obj.counts.get('attributed', 0)} / {obj.targets_total}"
+
+    @admin.display(description="First error")
+    def first_error(self, obj: AttributionJob) -> str:
+        if obj.failure:
+            return obj.failure[:160]
+        if obj.errors:
+            first = obj.errors[0]
+            return f"{first.get('target', '')}: {first.get('error', '')}"[:160]
+        return "—"
+
+    @admin.display(description="Result")
+    def summary(self, obj: AttributionJob) -> str:
+        if obj.status == AttributionJob.Status.QUEUED:
+            return "Waiting for a worker."
+        if obj.status == AttributionJob.Status.RUNNING:
+            return "Running: this page reloads until it ends."
+        c = obj.counts or {}
+        return (
+            f"{c.get('attributed', 0)} of {obj.targets_total} target(s) attributed; "
+            f"{c.get('errors', 0)} error(s) ({c.get('rate_limited', 0)} rate-limited, "
+            f"{c.get('timeouts', 0)} timed out); {c.get('cases', 0)} case(s) touched."
+        )
+
+    @admin.display(description="Errors per target")
+    def error_table(self, obj: AttributionJob) -> str:
+        if not obj.errors:
+            return "No errors."
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td></tr>",
+            ((e.get("target", ""), e.get("error", "")) for e in obj.errors),
+        )
+        return format_html(
+            '<table class="job-errors"><thead><tr><th>Target</th><th>Error</th></tr></thead>'
+            "<tbody>{}</tbody></table>",
+            body,
+        )
+
+
+# Case sequences are bookkeeping for references (SYS-<year>-<n>): no one works with them, so
+# they have no admin page.
 
 
 # Scanning's models are scoped through their owner, which only campaign knows; accounts and

@@ -36,6 +36,24 @@ def validate_time_zone(value: str) -> None:
         raise ValidationError(f"{value!r} is not an IANA time zone name.") from exc
 
 
+NAME_KEYS = ("agency", "country_name", "signatory_name", "signatory_title")
+
+
+def validate_partner_names(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError('Give names per language: {"ja": {"agency": "…"}}.')
+    for language, names in value.items():
+        if language not in LANGUAGE_CODES:
+            raise ValidationError(f"{language!r} is not a letter language code (ja, zh-hant).")
+        if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+            raise ValidationError(f"{language}: give a mapping of names to text.")
+        unknown = sorted(set(names) - set(NAME_KEYS))
+        if unknown:
+            raise ValidationError(
+                f"{language}: unknown key(s) {', '.join(unknown)}; use {', '.join(NAME_KEYS)}."
+            )
+
+
 class Partner(models.Model):
     """A national agency; the lead regulator is one partner too."""
 
@@ -59,6 +77,16 @@ class Partner(models.Model):
         validators=[validate_time_zone],
         help_text="IANA time zone (e.g. Europe/Berlin): dates in exports, sending windows.",
     )
+    names = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_partner_names],
+        help_text=(
+            "The agency's name and signatory per letter language, e.g. "
+            '{"ja": {"agency": "総務省", "signatory_name": "…", "signatory_title": "…"}}; '
+            "a language without an entry uses the fields above."
+        ),
+    )
 
     class Meta:
         ordering = ["country"]
@@ -73,6 +101,11 @@ class Partner(models.Model):
 
     def __str__(self) -> str:
         return f"{self.country_name} ({self.agency})"
+
+    def localized(self, language: str) -> dict[str, str]:
+        """Agency, country and signatory as written in `language` (the fields as a fallback)."""
+        own = (self.names or {}).get(language) or {}
+        return {key: own.get(key) or getattr(self, key) for key in NAME_KEYS}
 
     @property
     def letter_languages(self) -> list[str]:
@@ -271,6 +304,9 @@ class CaseSequence(models.Model):
     year = models.PositiveIntegerField(primary_key=True)
     last = models.PositiveIntegerField(default=0)
 
+    class Meta:
+        verbose_name = "case number sequence"
+
 
 class CaseEvent(models.Model):
     """Append-only audit of a case: every status change and every action, with its actor."""
@@ -412,6 +448,7 @@ class ImportBatch(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["created_at"])]
+        verbose_name_plural = "import batches"
 
     def __str__(self) -> str:
         return f"{self.file_name} ({self.format})"
@@ -434,6 +471,8 @@ class RdapNetworkCache(models.Model):
     expires_at = models.DateTimeField()
 
     class Meta:
+        verbose_name = "RDAP network cache entry"
+        verbose_name_plural = "RDAP network cache"
         constraints = [
             models.UniqueConstraint(
                 fields=["ip_version", "start_hex", "end_hex"], name="rdap_cache_unique_range"
@@ -443,3 +482,33 @@ class RdapNetworkCache(models.Model):
 
     def __str__(self) -> str:
         return self.network_cidr
+
+
+class AttributionJob(models.Model):
+    """One "Run attribution" from the admin: what it was asked to do and what each target gave."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target_ids = models.JSONField(default=list)
+    targets_total = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True, help_text="attributed, errors, cases…")
+    errors = models.JSONField(default=list, blank=True, help_text="[{target, error}]")
+    error_count = models.PositiveIntegerField(default=0)
+    failure = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"Attribution #{self.pk} ({self.targets_total} target(s))"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -34,6 +35,10 @@ INSTALLED_APPS = [
     "scanning",
     "campaign",
     "letters",
+    "reporting",
+    "rest_framework",
+    "drf_spectacular",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -138,6 +143,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 24 * 60 * 60,
         "options": {"expires": 60 * 60},
     },
+    "refresh-figures": {
+        "task": "reporting.refresh_figures",
+        "schedule": env_int("FIGURES_REFRESH_SECONDS", 10 * 60, minimum=10),
+        "options": {"expires": 5 * 60},
+    },
 }
 
 # --- Mail ---------------------------------------------------------------------------------------
@@ -228,8 +238,10 @@ LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 2_000_000, minimum=
 # --- Scanner and canary -------------------------------------------------------------------------
 SCAN_ALLOW_PRIVATE = env_bool("SCAN_ALLOW_PRIVATE", False)
 SCANNER_NAME = env_str("SCANNER_NAME", "scanner.secure-your-server.invalid")
-SCANNER_OPERATOR = env_str("SCANNER_OPERATOR", "the lead agency of the Secure Your Server campaign")
-SCANNER_CONTACT_EMAIL = env_str("SCANNER_CONTACT_EMAIL", "scanner@localhost")
+# Who runs the scanner and where to write, as /scanning/ says; empty: the lead partner's agency
+# name and reply-to address.
+SCANNER_OPERATOR = env_str("SCANNER_OPERATOR", "")
+SCANNER_CONTACT_EMAIL = env_str("SCANNER_CONTACT_EMAIL", "")
 SCANNER_SOURCE_ADDRESSES = env_list("SCANNER_SOURCE_ADDRESSES", [])
 # The address campaign scans bind as their source; empty: the system's choice.
 SCAN_SOURCE_ADDRESS = env_str("SCAN_SOURCE_ADDRESS")
@@ -245,7 +257,17 @@ CANARY_SMTP_ADDR = env_host_port("CANARY_SMTP_ADDR", "")
 CANARY_SELFCHECK_ADDR = env_host_port("CANARY_SELFCHECK_ADDR", "")
 CANARY_SECRET = env_str("CANARY_SECRET")
 RDAP_BOOTSTRAP = env_str("RDAP_BOOTSTRAP", str(BASE_DIR / "campaign" / "rdap_bootstrap"))
+if RDAP_BOOTSTRAP.lower().startswith("http://"):
+    raise ImproperlyConfigured(
+        f"RDAP_BOOTSTRAP={RDAP_BOOTSTRAP!r}: RDAP is fetched over https only."
+    )
 RDAP_TIMEOUT = env_int("RDAP_TIMEOUT", 15, minimum=1)  # seconds per request; tests use less
+# One lookup's whole time: every connection, redirect, referral and read together.
+RDAP_DEADLINE = env_int("RDAP_DEADLINE", 45, minimum=1)
+# PEM file of the CAs that RDAP servers' certificates must chain to (default: the system store).
+RDAP_CA_BUNDLE = env_str("RDAP_CA_BUNDLE")
+if RDAP_CA_BUNDLE and not Path(RDAP_CA_BUNDLE).is_file():
+    raise ImproperlyConfigured(f"RDAP_CA_BUNDLE={RDAP_CA_BUNDLE!r} is not a file.")
 RDAP_CACHE_SECONDS = env_int("RDAP_CACHE_SECONDS", 7 * 24 * 60 * 60, minimum=0)
 # Reverse DNS: HOST:PORT of the resolver to ask; empty means the system's resolver.
 ATTRIBUTION_DNS_SERVER = env_host_port("ATTRIBUTION_DNS_SERVER", "")
@@ -312,12 +334,42 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
-)
+# Behind a TLS-terminating proxy (the compose file's Caddy), which overwrites X-Forwarded-Proto:
+# trust it to say the request came over https. Never set it where clients reach gunicorn directly.
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
 if PUBLIC_BASE_URL.startswith("https://"):
+    # An https deployment is https everywhere: cookies only over TLS, http redirected, and
+    # browsers told (HSTS) never to try plain http again.
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 60 * 60, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+
+# --- Read-only API (/api/v1/) ---------------------------------------------------------------------
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "120/minute")
+if not re.match(r"^[0-9]+/(second|minute|hour|day)$", API_RATE_LIMIT):
+    raise ImproperlyConfigured(
+        f"API_RATE_LIMIT={API_RATE_LIMIT!r}: expected requests/period, e.g. 120/minute."
+    )
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.auth.IsPartnerMember"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.auth.TokenRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Secure Your Server partner API",
+    "DESCRIPTION": "Read-only: a partner's cases and findings, scoped as in the admin.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1/",
+}
 
 LOGGING = {
     "version": 1,

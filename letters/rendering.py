@@ -14,7 +14,7 @@ import logging
 import mimetypes
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
@@ -25,7 +25,7 @@ from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.template import Context, Engine, Library, defaultfilters, defaulttags
 from django.template.loader import render_to_string
-from django.utils import formats, timezone, translation
+from django.utils import dateformat, formats, timezone, translation
 from django.utils.safestring import mark_safe
 
 from campaign.models import Case, Partner
@@ -113,11 +113,19 @@ def bcp47(language: str) -> str:
     return translation.to_locale(language).replace("_", "-")
 
 
-def local_date(value: date | None, language: str) -> str:
+ABBREVIATED_MONTH = re.compile(r"(?<!\\)[NM]")
+
+
+def local_date(value: date | None, language: str, country: str = "") -> str:
+    """A date as written in `language`; with the partner's `country`, in that country's form
+    of it (en + GB: 7 December 2026; en + US: December 7, 2026), the month spelled out."""
     if value is None:
         return ""
     with translation.override(language):
-        return formats.date_format(value, "DATE_FORMAT")
+        if not country:
+            return formats.date_format(value, "DATE_FORMAT")
+        fmt = str(formats.get_format("DATE_FORMAT", lang=f"{language}-{country.lower()}"))
+        return dateformat.format(value, ABBREVIATED_MONTH.sub("F", fmt))
 
 
 def findings_context(case: Case, *, kind: str, language: str) -> list[dict[str, Any]]:
@@ -136,7 +144,9 @@ def findings_context(case: Case, *, kind: str, language: str) -> list[dict[str, 
                 "kind": KIND_BY_PROTOCOL.get(finding.protocol, "smtp_relay"),
                 "protocol": finding.protocol,
                 "software": software,
-                "seen": local_date(timezone.localdate(finding.probed_at), language),
+                "seen": local_date(
+                    timezone.localdate(finding.probed_at), language, case.partner.country
+                ),
                 "evidence": finding.evidence_level,  # strong, medium or weak
             }
         )
@@ -144,15 +154,20 @@ def findings_context(case: Case, *, kind: str, language: str) -> list[dict[str, 
 
 
 def _partner_context(partner: Partner, language: str) -> dict[str, Any]:
-    with translation.override(language):
-        return {
-            "agency": partner.agency,
-            "country_name": partner.country_name,
-            "signatory_name": partner.signatory_name,
-            "signatory_title": partner.signatory_title,
-            "reply_to": partner.reply_to,
-            "agency_website": partner.website,
-        }
+    names = partner.localized(language)
+    # The letterhead and the signature print the agency already: a title that only repeats it
+    # would print the agency's name twice in one signature.
+    title = names["signatory_title"]
+    if title.strip().casefold() == names["agency"].strip().casefold():
+        title = ""
+    return {
+        "agency": names["agency"],
+        "country_name": names["country_name"],
+        "signatory_name": names["signatory_name"],
+        "signatory_title": title,
+        "reply_to": partner.reply_to,
+        "agency_website": partner.website,
+    }
 
 
 def case_context(
@@ -173,28 +188,28 @@ def case_context(
         "owner_name": str((owner.corrections or {}).get("name") or owner.name),
         "reference": case.reference,
         "campaign_name": case.campaign.name,
-        "letter_date": local_date(today, language),
+        "letter_date": local_date(today, language, case.partner.country),
         "findings": findings_context(case, kind=kind, language=language),
         "remediation_url": remediation_url,
         "first_letter_date": local_date(
-            timezone.localdate(first_sent) if first_sent else None, language
+            timezone.localdate(first_sent) if first_sent else None, language, case.partner.country
         ),
-        "fixed_date": local_date(fixed_on, language),
+        "fixed_date": local_date(fixed_on, language, case.partner.country),
     }
 
 
 def sample_context(
     partner: Partner, *, kind: str, language: str, remediation_url: str
 ) -> dict[str, Any]:
-    """For previews when the partner has no case yet."""
+    """For previews: a sample case with every field filled, in the partner's names and dates."""
     today = timezone.localdate()
-    seen = local_date(today, language)
+    seen = local_date(today - timedelta(days=2), language, partner.country)
     return {
         **_partner_context(partner, language),
         "owner_name": "Example Hosting Ltd.",
         "reference": f"SYS-{today.year}-000000",
         "campaign_name": "Secure Your Server",
-        "letter_date": seen,
+        "letter_date": local_date(today, language, partner.country),
         "findings": [
             {
                 "address": "192.0.2.25",
@@ -216,9 +231,57 @@ def sample_context(
             },
         ],
         "remediation_url": remediation_url,
-        "first_letter_date": seen,
-        "fixed_date": seen,
+        "first_letter_date": local_date(today - timedelta(days=21), language, partner.country),
+        "fixed_date": local_date(today, language, partner.country),
     }
+
+
+# What each field is, for the report of a field that would print nothing.
+FIELD_SOURCES = {
+    "agency": "the partner's agency name",
+    "country_name": "the partner's country name",
+    "signatory_name": "the partner's signatory name",
+    "signatory_title": "the partner's signatory title (dropped when it only repeats the agency)",
+    "reply_to": "the partner's reply-to address",
+    "agency_website": "the partner's website",
+}
+
+
+def blank_fields(source: str, context: dict[str, Any]) -> list[str]:
+    """Fields the template prints that would come out empty with this context, or that do not
+    exist at all (a typo prints nothing too), as sentences for the template's page."""
+    from django.template.base import Variable, VariableNode
+    from django.template.defaulttags import ForNode, WithNode
+
+    try:
+        template = sandbox_engine(True).from_string(source)
+    except Exception:  # the sandbox check reports syntax errors on its own
+        return []
+    nodelist = template.nodelist
+    bound = {"forloop"}
+    for loop in nodelist.get_nodes_by_type(ForNode):
+        bound.update(loop.loopvars)
+    for with_node in nodelist.get_nodes_by_type(WithNode):
+        bound.update(with_node.extra_context)
+    problems: list[str] = []
+    seen: set[str] = set()
+    for node in nodelist.get_nodes_by_type(VariableNode):
+        expression = node.filter_expression
+        var = expression.var
+        if not isinstance(var, Variable) or not var.lookups or var.lookups[0] in bound:
+            continue
+        name = var.lookups[0]
+        if name in seen or any(
+            f[0].__name__ in ("default", "default_if_none") for f in expression.filters
+        ):
+            continue
+        seen.add(name)
+        if name not in context:
+            problems.append(f"{{{{ {var.var} }}}} is not a field letters have: it prints nothing.")
+        elif context[name] in ("", None, []):
+            what = FIELD_SOURCES.get(name, "this field")
+            problems.append(f"{{{{ {name} }}}} would print nothing: {what} is empty.")
+    return problems
 
 
 # --- Rendering ----------------------------------------------------------------------------------
@@ -293,7 +356,7 @@ def render_source(
             "lang": bcp47(language),
             "subject": subject,
             "body": mark_safe(body),  # the sandbox escaped every value
-            "agency": partner.agency,
+            "agency": partner.localized(language)["agency"],
             "address_lines": [line for line in partner.address.splitlines() if line.strip()],
             "website": partner.website,
             "reference": context.get("reference", ""),

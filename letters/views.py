@@ -16,6 +16,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone, translation
+from django.utils.html import escape
 from django.utils.translation import gettext, gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -321,7 +322,7 @@ def next_text(case: Case, language: str, *, opted_out: bool = False) -> str:
     where none will come, and "check again" is only mentioned where the page offers it."""
     status = case.status
     when = _day(case.next_action_at, language) if case.next_action_at else ""
-    agency = case.partner.agency
+    agency = case.partner.localized(language)["agency"]
     if status == Case.Status.FIXED:
         return gettext(
             "Nothing more is needed. We will only write to you again about this server if a "
@@ -453,7 +454,7 @@ def _page(
                 (code, LANGUAGE_NAMES.get(code, code), bcp47(code)) for code in page_languages(case)
             ],
             "case": case,
-            "agency": case.partner.agency,
+            "agency": case.partner.localized(language)["agency"],
             "campaign_name": case.campaign.name,
             "rows": rows,
             "open_count": len(open_rows),
@@ -608,3 +609,19 @@ def remediation_status(request: HttpRequest, token: str) -> HttpResponse:
                 ],
             }
         )
+
+
+def owner_page_preview(
+    request: HttpRequest, link: RemediationLink, *, language: str, banner: str
+) -> HttpResponse:
+    """The page exactly as the owner sees it, for staff in the admin: same template, same
+    context, from an unsaved link (no token is issued, read or used up), under `banner`."""
+    response = _page(request, link, language=language)
+    note = (
+        '<div role="note" style="background:#1f3d6b;color:#fff;padding:.6em 1em;'
+        f'font:600 15px/1.4 system-ui,sans-serif">{escape(banner)}</div>'
+    )
+    content = response.content.decode("utf-8")
+    at = content.find(">", content.find("<body")) + 1
+    response.content = (content[:at] + note + content[at:]).encode("utf-8")
+    return response

@@ -124,6 +124,9 @@ class ScanRun(models.Model):
     targets_total = models.PositiveIntegerField(default=0)
     targets_done = models.PositiveIntegerField(default=0)
     verdict_counts = models.JSONField(default=dict, blank=True)
+    refusals = models.JSONField(
+        default=list, blank=True, help_text="[{target, reason}]: never probed, and why."
+    )
     note = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -163,6 +166,7 @@ class ScanBatch(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["scan_run", "status"])]
+        verbose_name_plural = "scan batches"
 
     def __str__(self) -> str:
         return f"batch #{self.pk} of scan #{self.scan_run_id} (attempt {self.attempt})"

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -27,6 +28,7 @@ from campaign.attribution.reverse_dns import reverse_dns
 from campaign.models import (
     LANGUAGE_CODES,
     Attribution,
+    AttributionJob,
     Campaign,
     Case,
     CaseEvent,
@@ -355,6 +357,59 @@ def targets_attribute(*, targets: Iterable[Target]) -> BatchReport:
     for target in targets:
         report.results.append(target_attribute(target, campaign=campaign, limited=limited))
     return report
+
+
+def attribution_job_start(
+    *, target_ids: list[int], actor: User | AnonymousUser | None = None
+) -> AttributionJob:
+    """A job record the user can watch; the worker fills in its counts and errors."""
+    from campaign.tasks import attribute_job as attribute_job_task  # tasks import services
+
+    ids = sorted(set(target_ids))
+    job = AttributionJob.objects.create(
+        target_ids=ids,
+        targets_total=len(ids),
+        started_by=actor if actor is not None and actor.is_authenticated else None,
+    )
+    attribute_job_task.delay_on_commit(job.pk)
+    return job
+
+
+def attribution_job_run(*, job_id: int) -> AttributionJob | None:
+    """Run a queued job once (claimed first: a redelivered task finds nothing to do)."""
+    claimed = AttributionJob.objects.filter(pk=job_id, status=AttributionJob.Status.QUEUED).update(
+        status=AttributionJob.Status.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    job = AttributionJob.objects.get(pk=job_id)
+    targets = Target.objects.filter(id__in=job.target_ids).order_by("id")
+    try:
+        report = targets_attribute(targets=targets)
+    except Exception as exc:  # reported on the job: the user sees why, the worker carries on
+        AttributionJob.objects.filter(pk=job_id).update(
+            status=AttributionJob.Status.FAILED,
+            failure=f"{type(exc).__name__}: {exc}"[:2000],
+            finished_at=timezone.now(),
+        )
+        raise
+    errors = [
+        {"target": str(r.target), "error": r.attribution.error or r.error_kind}
+        for r in report.results
+        if r.error_kind
+    ]
+    missing = len(job.target_ids) - len(report.results)
+    if missing:
+        errors.append({"target": "", "error": f"{missing} target(s) no longer exist."})
+    AttributionJob.objects.filter(pk=job_id).update(
+        status=AttributionJob.Status.DONE,
+        counts=report.counts(),
+        errors=errors[:1000],
+        error_count=len(errors),
+        finished_at=timezone.now(),
+    )
+    job.refresh_from_db()
+    return job
 
 
 def targets_needing_attribution() -> Any:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,6 +42,31 @@ VERDICT_PRECEDENCE: dict[Verdict, int] = {
 VERDICTS_STRONGEST_FIRST: tuple[Verdict, ...] = tuple(
     sorted(Verdict, key=VERDICT_PRECEDENCE.__getitem__, reverse=True)
 )
+
+
+# While a probe holds its turn (its IP's one connection, a concurrency slot), the runner puts a
+# release function here. A probe that is done with the network calls `release_turn()` before it
+# waits for the canary, so that wait never keeps the next probe of the same IP, or any other
+# target, from starting.
+_turn_release: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "probe_turn_release", default=None
+)
+
+
+def release_turn() -> None:
+    """Give up this probe's IP turn and concurrency slot: it will not connect again."""
+    release = _turn_release.get()
+    if release is not None:
+        release()
+
+
+@contextlib.contextmanager
+def holding_turn(release: Callable[[], None]) -> Iterator[None]:
+    reset = _turn_release.set(release)
+    try:
+        yield
+    finally:
+        _turn_release.reset(reset)
 
 
 def host_port(host: str, port: int) -> str:

@@ -30,6 +30,7 @@ from scanning.probes.base import (
     TransportStatus,
     Verdict,
     host_port,
+    release_turn,
     strongest,
 )
 from scanning.probes.canary import (
@@ -542,6 +543,7 @@ class _Probe:
             self.sess.transcript.note("exchange time limit reached")
         except _Fail as exc:
             self.fatal = exc
+        release_turn()  # every connection is closed; what is left is reading the canary's log
         try:
             async with asyncio.timeout(max(self.limits.reply_timeout, 0.1)):
                 await self.collect_hits()

@@ -27,6 +27,7 @@ from scanning.probes.base import (
     Transcript,
     TransportStatus,
     Verdict,
+    holding_turn,
 )
 from scanning.probes.canary import CanaryConfig, HitStore
 from scanning.probes.open_proxy import (
@@ -418,11 +419,9 @@ class Scanner:
                 "not probed: the batch self-check reached something that is not our canary",
             )
             return [result]
-        lock = self._ip_locks.setdefault(_host_ip(target.ip), asyncio.Lock())
-        async with lock:  # one connection at a time per target IP
-            if chosen != AUTO:
-                return [await self._probe(target, Protocol(chosen), token)]
-            return await self._auto(target, token)
+        if chosen != AUTO:
+            return [await self._probe(target, Protocol(chosen), token)]
+        return await self._auto(target, token)
 
     def _guess(self, target: Target, protocol: str | None = None) -> Protocol:
         chosen = protocol or self.options.protocol
@@ -444,7 +443,12 @@ class Scanner:
 
     @contextlib.asynccontextmanager
     async def _turn(self, target: Target) -> AsyncIterator[None]:
-        """Wait for the network's rate and a global slot; the caller holds the IP's lock."""
+        """The target IP's one connection, the network's rate and a global slot.
+
+        A probe that has closed its connections and only waits for the canary gives the turn
+        back early (`release_turn()`): the IP's next target and other targets go on meanwhile.
+        """
+        lock = self._ip_locks.setdefault(_host_ip(target.ip), asyncio.Lock())
         key = network_key(
             _host_ip(target.ip), v4_prefix=self.options.v4_prefix, v6_prefix=self.options.v6_prefix
         )
@@ -452,11 +456,28 @@ class Scanner:
         if bucket is None:
             bucket = TokenBucket(self.options.network_rate, self.options.network_burst)
             self._buckets[key] = bucket
-        await bucket.acquire()
         if self._slots is None:
             self._slots = asyncio.Semaphore(max(1, self.options.max_concurrency))
-        async with self._slots:
-            yield
+        slots = self._slots
+        await lock.acquire()  # one connection at a time per target IP
+        held = {"lock": True, "slot": False}
+
+        def release() -> None:
+            if held["slot"]:
+                held["slot"] = False
+                slots.release()
+            if held["lock"]:
+                held["lock"] = False
+                lock.release()
+
+        try:
+            await bucket.acquire()
+            await slots.acquire()
+            held["slot"] = True
+            with holding_turn(release):
+                yield
+        finally:
+            release()
 
     async def _probe(
         self, target: Target, protocol: Protocol, token: str | None = None

@@ -58,7 +58,11 @@ class ReviewFixesTestCase(BaseTestCase):
         with self.captureOnCommitCallbacks(execute=True):
             self.client.post(
                 "/admin/campaign/case/",
-                {"action": "resend_to_next_contact", "_selected_action": [self.alpha_case.pk]},
+                {
+                    "action": "resend_to_next_contact",
+                    "_selected_action": [self.alpha_case.pk],
+                    "post": "yes",
+                },
             )
 
     # --- a second letter while the first is on its way ----------------------------------------

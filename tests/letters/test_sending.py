@@ -146,6 +146,7 @@ class QueueTestCase(BaseTestCase):
                 {
                     "action": "queue_advisory_letter",
                     "_selected_action": [self.alpha_case.pk, self.beta_case.pk],
+                    "post": "yes",  # the confirmation page's "Yes"
                 },
                 follow=True,
             )
@@ -159,7 +160,11 @@ class QueueTestCase(BaseTestCase):
         self.client.force_login(self.beta_staff)
         self.client.post(
             "/admin/campaign/case/",
-            {"action": "queue_advisory_letter", "_selected_action": [self.alpha_case.pk]},
+            {
+                "action": "queue_advisory_letter",
+                "_selected_action": [self.alpha_case.pk],
+                "post": "yes",
+            },
         )
         self.assertFalse(Letter.objects.exists())
 
@@ -173,7 +178,11 @@ class QueueTestCase(BaseTestCase):
         with self.captureOnCommitCallbacks(execute=True):
             self.client.post(
                 "/admin/campaign/case/",
-                {"action": "resend_to_next_contact", "_selected_action": [self.alpha_case.pk]},
+                {
+                    "action": "resend_to_next_contact",
+                    "_selected_action": [self.alpha_case.pk],
+                    "post": "yes",
+                },
             )
         self.assertEqual(
             [m.to for m in mail.outbox], [["abuse@alpha.example"], ["noc@alpha.example"]]

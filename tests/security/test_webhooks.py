@@ -189,3 +189,14 @@ def test_it_starts_a_real_esp_with_its_webhook_secret(tmp_path: Path) -> None:
         tmp_path, MAIL_ESP="postmark", MAIL_ESP_API_KEY="k", ANYMAIL_WEBHOOK_SECRET="u:p"
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_it_accepts_exactly_the_esps_whose_recorded_webhooks_are_tested() -> None:
+    import config.settings as project_settings
+    from letters.webhooks import TRACKING_VIEWS
+
+    accepted = set(project_settings._ESP_BACKENDS)
+    assert accepted == set(TRACKING_VIEWS) == set(ALL_ESPS)
+    recorded = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
+    for esp in accepted:
+        assert list(recorded.glob(f"{esp}_*.json")), f"no recorded {esp} webhook payload"

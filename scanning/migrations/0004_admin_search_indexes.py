@@ -21,7 +21,7 @@ def gist_off(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scanning', '0002_scan_batches'),
+        ('scanning', '0003_scanrun_refusals'),
     ]
 
     operations = [
