@@ -136,6 +136,18 @@ class Membership(models.Model):
         return f"{self.user} @ {self.partner.country} ({self.role})"
 
 
+class StaffPreference(models.Model):
+    """A staff member's own choices: the admin's language (blank: their partner's first)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_preference"
+    )
+    language = models.CharField(max_length=10, blank=True, choices=settings.LANGUAGES)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.language or 'partner default'})"
+
+
 class CampaignQuerySet(models.QuerySet["Campaign"]):
     def current(self) -> Campaign | None:
         """The campaign new findings join: the active one that started last."""

@@ -49,6 +49,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "campaign.preferences.StaffLanguageMiddleware",  # the admin in the user's own language
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -231,9 +232,11 @@ REMEDIATION_FORM_WINDOW = env_int("REMEDIATION_FORM_WINDOW", 60 * 60, minimum=1)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Staff-edited letter templates render under a budget (previews and workers alike): wall time,
 # loop iterations and characters written, so a runaway draft fails instead of burning a CPU.
+# The character cap also bounds the PDF step (WeasyPrint's time grows with the HTML: about a
+# minute for 500,000 characters on a busy two-core machine; a real letter is a few thousand).
 LETTER_RENDER_SECONDS = env_int("LETTER_RENDER_SECONDS", 5, minimum=1)
 LETTER_RENDER_MAX_ITERATIONS = env_int("LETTER_RENDER_MAX_ITERATIONS", 100_000, minimum=100)
-LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 2_000_000, minimum=10_000)
+LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 500_000, minimum=10_000)
 
 # --- Scanner and canary -------------------------------------------------------------------------
 SCAN_ALLOW_PRIVATE = env_bool("SCAN_ALLOW_PRIVATE", False)
