@@ -31,7 +31,7 @@ def trigram_off(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaign', '0005_partner_names_attribution_job'),
+        ('campaign', '0006_staff_preference'),
     ]
 
     operations = [
