@@ -77,6 +77,9 @@ def _case_url(case: Case, suffix: str) -> str:
     return reverse(f"admin:campaign_case_{suffix}", args=[case.pk])
 
 
+FINDINGS_SHOWN = 50
+
+
 def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
     """Everything the case page shows above its form, read in a handful of queries."""
     owner = case.server_owner
@@ -111,7 +114,16 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
                 "letters": written.get(contact.email.lower(), []),
             }
         )
-    findings = list(case.findings.select_related("target").order_by("-probed_at", "-id"))
+    # A case may hold ten thousand findings: the latest ones, without their transcripts, and a
+    # link to the whole list.
+    findings = list(
+        case.findings.select_related("target")
+        .defer("transcript", "details", "reasons")
+        .order_by("-probed_at", "-id")[:FINDINGS_SHOWN]
+    )
+    findings_total = len(findings)
+    if findings_total == FINDINGS_SHOWN:
+        findings_total = case.findings.count()
     events = list(case.events.select_related("actor").order_by("at", "id"))
     status_labels: dict[str, str] = {str(k): str(v) for k, v in Case.Status.choices}
     timeline = [
@@ -168,6 +180,9 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
         "deadline": deadline,
         "contacts": contacts,
         "findings": findings,
+        "findings_total": findings_total,
+        "findings_url": reverse("admin:scanning_finding_changelist")
+        + f"?cases__id__exact={case.pk}",
         "letters": letters,
         "timeline": timeline,
         "actions": actions,
