@@ -155,6 +155,6 @@ def _sections(board: Dashboard) -> dict[str, Any]:
 def refresh_view(request: HttpRequest) -> HttpResponse:
     """Queues a refresh of the figures (the periodic task does the same)."""
     if request.method == "POST" and campaign_selectors.is_member(request.user):
-        refresh_figures.delay()
+        refresh_figures.delay_on_commit()
         messages.info(request, _("The figures are being recomputed; reload in a minute."))
     return HttpResponseRedirect(reverse("admin:index"))
