@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import translation
 from django.utils.translation import gettext as _
 
 from campaign import selectors as campaign_selectors
@@ -41,7 +42,10 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
     if not PartnerFigures.objects.exists():
         services.figures_refresh()  # a first visit after install: no periodic run yet
     board = dashboard_for(user)
-    return {"board": board, **_sections(board)}
+    # English until the dashboard's messages join the staff catalogues: a page in one language
+    # reads better than one where a few shared phrases come out translated.
+    with translation.override("en"):
+        return {"board": board, **_sections(board)}
 
 
 def _sections(board: Dashboard) -> dict[str, Any]:

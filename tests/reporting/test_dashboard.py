@@ -245,6 +245,17 @@ class RefreshTestCase(BaseTestCase):
         self.assertNotContains(r, "Where the campaign stands")
 
 
+class DashboardLanguageTestCase(BaseTestCase):
+    def test_it_is_one_language_for_staff_who_read_the_admin_in_another(self) -> None:
+        services.figures_refresh()
+        self.client.force_login(self.beta_staff)
+        r = self.client.get("/admin/", HTTP_ACCEPT_LANGUAGE="de")
+        self.assertContains(
+            r, "owners notified"
+        )  # not the public pages' "Betreiber benachrichtigt"
+        self.assertNotContains(r, "Betreiber benachrichtigt")
+
+
 class MedianTestCase(BaseTestCase):
     def test_it_takes_the_middle_of_a_histogram(self) -> None:
         self.assertIsNone(selectors.median_hours({}))
