@@ -1,7 +1,8 @@
 """`make bench`: runs every benchmark section and prints one JSON report.
 
 Without DATABASE_URL the benchmarks use a fresh SQLite file under var/bench/ (migrated here);
-with it, the given database. Sections: BENCH_SECTIONS=probes,import,letters (default: all).
+with it, the given database.
+Sections: BENCH_SECTIONS=probes,import,letters,dashboard (default: all).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ SECTIONS = {
     "import": "bench.import_bench",
     "cases": "bench.cases_bench",
     "letters": "bench.letters_bench",
+    "dashboard": "bench.dashboard_bench",
 }
 
 

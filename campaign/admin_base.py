@@ -6,10 +6,11 @@ also change, approvers also approve templates. The lead agency's staff see every
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
 from django.contrib.admin.filters import RelatedOnlyFieldListFilter
+from django.contrib.auth.models import User
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -21,7 +22,34 @@ from campaign.models import Membership, Partner
 from scanning.models import ScanRun
 
 
-class ScopedAdmin(admin.ModelAdmin):
+def log_service_action(request: HttpRequest, objects: Any, message: str) -> None:
+    """Actions that go through a service (queue a letter, approve, scan) in the admin's own log,
+    so "Recent actions" and each object's history show them as they show edits."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    objects = [objects] if isinstance(objects, models.Model) else list(objects)
+    user = request.user
+    if not objects or not user.is_authenticated:
+        return
+    LogEntry.objects.log_actions(
+        user_id=user.pk, queryset=objects, action_flag=CHANGE, change_message=message
+    )
+
+
+class LeadOnlyFieldsMixin:
+    """`lead_only_fields` are read-only for partner staff: facts from scans, imports and RDAP,
+    and whatever steers attribution or routing. Only the lead agency's staff edit them."""
+
+    lead_only_fields: tuple[str, ...] = ()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        if self.lead_only_fields and not selectors.sees_all_partners(request.user):
+            fields += tuple(f for f in self.lead_only_fields if f not in fields)
+        return fields
+
+
+class ScopedAdmin(LeadOnlyFieldsMixin, admin.ModelAdmin):
     """Base: scoped foreign-key choices and role-based permissions. Subclasses set the scope."""
 
     change_role: str = Membership.Role.CASEWORKER
@@ -39,7 +67,7 @@ class ScopedAdmin(admin.ModelAdmin):
     # Choices for foreign keys and many-to-many fields come from the related model's own admin,
     # so a partner's form never offers another partner's owners, cases or letters.
     def _scoped_related(self, db_field: models.Field, request: HttpRequest) -> QuerySet | None:
-        related_admin = self.admin_site._registry.get(db_field.related_model)
+        related_admin = self.admin_site._registry.get(db_field.related_model)  # type: ignore[arg-type]
         if related_admin is None:
             return None
         return related_admin.get_queryset(request)
@@ -60,7 +88,7 @@ class ScopedAdmin(admin.ModelAdmin):
 
     def get_list_filter(self, request: HttpRequest) -> Any:
         # Related filters list only what the scoped queryset holds (no other partners' names).
-        scoped = []
+        scoped: list[Any] = []
         for item in super().get_list_filter(request):
             if isinstance(item, str) and self._is_relation(item):
                 scoped.append((item, RelatedOnlyFieldListFilter))
@@ -108,9 +136,10 @@ class ScopedAdmin(admin.ModelAdmin):
         from scanning import services as scanning_services
 
         run = scanning_services.scan_run_start(
-            target_ids=target_ids, label=label, requested_by=request.user
+            target_ids=target_ids, label=label, requested_by=cast(User, request.user)
         )
         url = reverse("admin:scanning_scanrun_change", args=[run.pk])
+        log_service_action(request, run, f"Started a scan of {run.targets_total} target(s).")
         self.message_user(
             request,
             format_html(

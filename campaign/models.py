@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zoneinfo
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -32,6 +33,24 @@ def validate_time_zone(value: str) -> None:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise ValidationError(f"{value!r} is not an IANA time zone name.") from exc
+
+
+NAME_KEYS = ("agency", "country_name", "signatory_name", "signatory_title")
+
+
+def validate_partner_names(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError('Give names per language: {"ja": {"agency": "…"}}.')
+    for language, names in value.items():
+        if language not in LANGUAGE_CODES:
+            raise ValidationError(f"{language!r} is not a letter language code (ja, zh-hant).")
+        if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+            raise ValidationError(f"{language}: give a mapping of names to text.")
+        unknown = sorted(set(names) - set(NAME_KEYS))
+        if unknown:
+            raise ValidationError(
+                f"{language}: unknown key(s) {', '.join(unknown)}; use {', '.join(NAME_KEYS)}."
+            )
 
 
 class Partner(models.Model):
@@ -67,6 +86,16 @@ class Partner(models.Model):
     letters_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="This partner's own cap on letters sent per minute."
     )
+    names = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_partner_names],
+        help_text=(
+            "The agency's name and signatory per letter language, e.g. "
+            '{"ja": {"agency": "総務省", "signatory_name": "…", "signatory_title": "…"}}; '
+            "a language without an entry uses the fields above."
+        ),
+    )
 
     class Meta:
         ordering = ["country"]
@@ -89,6 +118,11 @@ class Partner(models.Model):
 
     def __str__(self) -> str:
         return f"{self.country_name} ({self.agency})"
+
+    def localized(self, language: str) -> dict[str, str]:
+        """Agency, country and signatory as written in `language` (the fields as a fallback)."""
+        own = (self.names or {}).get(language) or {}
+        return {key: own.get(key) or getattr(self, key) for key in NAME_KEYS}
 
     @property
     def letter_languages(self) -> list[str]:
@@ -119,6 +153,24 @@ class Membership(models.Model):
         return f"{self.user} @ {self.partner.country} ({self.role})"
 
 
+class StaffPreference(models.Model):
+    """A staff member's own choices: the admin's language (blank: their partner's first)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_preference"
+    )
+    language = models.CharField(max_length=10, blank=True, choices=settings.LANGUAGES)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.language or 'partner default'})"
+
+
+class CampaignQuerySet(models.QuerySet["Campaign"]):
+    def current(self) -> Campaign | None:
+        """The campaign new findings join: the active one that started last."""
+        return self.filter(is_active=True).order_by("-starts_on", "-id").first()
+
+
 class Campaign(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
@@ -130,6 +182,8 @@ class Campaign(models.Model):
     final_deadline_days = models.PositiveIntegerField(default=60)
     is_active = models.BooleanField(default=True)
     scan_runs = models.ManyToManyField("scanning.ScanRun", blank=True, related_name="campaigns")
+
+    objects = CampaignQuerySet.as_manager()
 
     class Meta:
         ordering = ["-starts_on"]
@@ -277,6 +331,9 @@ class CaseSequence(models.Model):
     year = models.PositiveIntegerField(primary_key=True)
     last = models.PositiveIntegerField(default=0)
 
+    class Meta:
+        verbose_name = "case number sequence"
+
 
 class CaseEvent(models.Model):
     """Append-only audit of a case: every status change and every action, with its actor."""
@@ -318,8 +375,24 @@ class CaseEvent(models.Model):
         return f"{self.case} {self.kind} {self.at:%Y-%m-%d %H:%M}"
 
 
+class SuppressionQuerySet(models.QuerySet["Suppression"]):
+    def active(self, at: datetime | None = None) -> SuppressionQuerySet:
+        """In force at `at` (now): the query form of `Suppression.is_active`."""
+        at = at or timezone.now()
+        return self.filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=at))
+
+    def affecting(self, partner: Partner | int) -> SuppressionQuerySet:
+        """The ones that apply to this partner's cases: its own and the lead's global ones."""
+        partner_id = partner if isinstance(partner, int) else partner.pk
+        return self.filter(models.Q(partner__isnull=True) | models.Q(partner_id=partner_id))
+
+
 class Suppression(models.Model):
-    """Do not contact this address (or owner) until it expires."""
+    """Do not contact this address (or owner) until it expires.
+
+    Scoped to a partner: it stops only that partner's letters, so one agency can never silence
+    another's. A suppression with no partner is global; only the lead agency adds those.
+    """
 
     class Reason(models.TextChoices):
         OPT_OUT = "opt_out", "Opt-out by the recipient"
@@ -327,7 +400,14 @@ class Suppression(models.Model):
         COMPLAINT = "complaint", "Complaint (ESP)"
         OTHER = "other", "Other"
 
-    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="suppressions")
+    partner = models.ForeignKey(
+        Partner,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="suppressions",
+        help_text="Whose letters it stops. Empty: every partner's (the lead agency's call).",
+    )
     email = models.EmailField(blank=True, db_index=True)
     server_owner = models.ForeignKey(
         ServerOwner, null=True, blank=True, on_delete=models.CASCADE, related_name="suppressions"
@@ -340,6 +420,8 @@ class Suppression(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = SuppressionQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.CheckConstraint(
@@ -351,8 +433,12 @@ class Suppression(models.Model):
     def __str__(self) -> str:
         return f"{self.email or self.server_owner} ({self.reason})"
 
-    def is_active(self, at: object = None) -> bool:
+    def is_active(self, at: datetime | None = None) -> bool:
         return self.expires_at is None or self.expires_at > (at or timezone.now())
+
+    @property
+    def is_global(self) -> bool:
+        return self.partner_id is None
 
 
 class ImportBatch(models.Model):
@@ -389,6 +475,7 @@ class ImportBatch(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["created_at"])]
+        verbose_name_plural = "import batches"
 
     def __str__(self) -> str:
         return f"{self.file_name} ({self.format})"
@@ -411,6 +498,8 @@ class RdapNetworkCache(models.Model):
     expires_at = models.DateTimeField()
 
     class Meta:
+        verbose_name = "RDAP network cache entry"
+        verbose_name_plural = "RDAP network cache"
         constraints = [
             models.UniqueConstraint(
                 fields=["ip_version", "start_hex", "end_hex"], name="rdap_cache_unique_range"
@@ -420,3 +509,33 @@ class RdapNetworkCache(models.Model):
 
     def __str__(self) -> str:
         return self.network_cidr
+
+
+class AttributionJob(models.Model):
+    """One "Run attribution" from the admin: what it was asked to do and what each target gave."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target_ids = models.JSONField(default=list)
+    targets_total = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True, help_text="attributed, errors, cases…")
+    errors = models.JSONField(default=list, blank=True, help_text="[{target, error}]")
+    error_count = models.PositiveIntegerField(default=0)
+    failure = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"Attribution #{self.pk} ({self.targets_total} target(s))"

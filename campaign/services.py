@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -18,9 +18,11 @@ from campaign.models import (
     CaseEvent,
     CaseSequence,
     Contact,
+    Partner,
     ServerOwner,
     Suppression,
 )
+from campaign.selectors import AnyUser
 from scanning.models import OPEN_VERDICTS, Finding, ScanRun, Verdict
 
 
@@ -31,7 +33,7 @@ class IllegalTransition(Exception):
         self.to_status = to_status
 
 
-def _actor_fields(actor: AbstractBaseUser | None, actor_label: str) -> dict[str, Any]:
+def _actor_fields(actor: AnyUser | None, actor_label: str) -> dict[str, Any]:
     if actor is not None and actor.is_authenticated:
         return {"actor": actor, "actor_label": actor_label or actor.get_username()}
     return {"actor": None, "actor_label": actor_label or "system"}
@@ -42,7 +44,7 @@ def case_transition(
     *,
     case: Case,
     to_status: str,
-    actor: AbstractBaseUser | None = None,
+    actor: AnyUser | None = None,
     actor_label: str = "",
     note: str = "",
     kind: str = CaseEvent.Kind.STATUS_CHANGED,
@@ -77,7 +79,7 @@ def case_record_event(
     *,
     case: Case,
     kind: str,
-    actor: AbstractBaseUser | None = None,
+    actor: AnyUser | None = None,
     actor_label: str = "",
     note: str = "",
     data: dict[str, Any] | None = None,
@@ -119,10 +121,10 @@ def owner_triage_reason(owner: ServerOwner) -> str:
     return f"No partner agency for {owner.country}: lead agency triage."
 
 
-def owner_is_suppressed(owner: ServerOwner) -> bool:
-    """Suppressed as a whole, or every usable contact has asked not to be written to."""
-    now = timezone.now()
-    active = Suppression.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+def owner_is_suppressed(owner: ServerOwner, *, partner: Partner) -> bool:
+    """Suppressed as a whole, or every usable contact has asked not to be written to, as far as
+    `partner`'s letters go (the case's partner): its own suppressions and the global ones."""
+    active = Suppression.objects.active().affecting(partner)
     if active.filter(server_owner=owner).exists():
         return True
     # The partner agency's own address is never written to, so it keeps no letter going; and
@@ -195,7 +197,7 @@ def case_settle(*, case: Case, actor_label: str = "system") -> Case:
     strong = case.findings.filter(
         verdict__in=(Verdict.CONFIRMED_OPEN, Verdict.LIKELY_OPEN)
     ).exists()
-    if owner_is_suppressed(owner):
+    if owner_is_suppressed(owner, partner=case.partner):
         target, note = Case.Status.SUPPRESSED, "A contact of this owner asked not to be written to."
     elif not strong:
         target, note = Case.Status.NEEDS_REVIEW, "Weak evidence only."
@@ -259,32 +261,41 @@ def case_request_recheck(*, case: Case, actor_label: str = "recipient") -> ScanR
 
 CORRECTION_REASONS = {
     "not_mine": "The recipient says this is not their server.",
-    "other_contact": "The recipient asks to write to another contact: {email}.",
+    "other_contact": "The recipient asks to write to another contact: {contact}.",
 }
 
 
 @transaction.atomic
 def case_correction(
-    *, case: Case, kind: str, email: str = "", note: str = "", actor_label: str = "recipient"
+    *,
+    case: Case,
+    kind: str,
+    email: str = "",
+    name: str = "",
+    note: str = "",
+    actor_label: str = "recipient",
 ) -> CaseEvent:
     """A correction from the recipient: recorded and sent to the partner's review queue. Nothing
-    else changes automatically (no contact added, no owner changed): staff decide."""
+    else changes automatically (no contact added, no owner changed): staff decide. Every
+    suggestion is its own event with its data; a later one never replaces an earlier one."""
     if kind not in CORRECTION_REASONS:
         raise ValueError(f"unknown correction {kind!r}")
     case = Case.objects.select_for_update().get(pk=case.pk)
-    reason = CORRECTION_REASONS[kind].format(email=email)
+    contact = f"{name} <{email}>" if name and email else email
+    reason = CORRECTION_REASONS[kind].format(contact=contact)
     event = case_record_event(
         case=case,
         kind=CaseEvent.Kind.CORRECTION,
         actor_label=actor_label,
         note=" ".join(part for part in (reason, note) if part),
-        data={"correction": kind, "email": email, "note": note},
+        data={"correction": kind, "email": email, "name": name, "note": note},
     )
     if workflow.can_transition(case.status, Case.Status.NEEDS_REVIEW):
         case_transition(
             case=case, to_status=Case.Status.NEEDS_REVIEW, actor_label=actor_label, note=reason
         )
-    elif case.status == Case.Status.NEEDS_REVIEW:  # already queued: say why once more
+    elif case.status == Case.Status.NEEDS_REVIEW and not case.review_reason:
+        # Already queued: the first reason stands; this one is in its own event.
         Case.objects.filter(pk=case.pk).update(review_reason=reason[:255])
     return event
 
@@ -298,8 +309,7 @@ def case_opt_out(
     case = (
         Case.objects.select_related("server_owner").select_for_update(of=("self",)).get(pk=case.pk)
     )
-    now = timezone.now()
-    active = Suppression.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    active = Suppression.objects.active().affecting(case.partner)
     # With no address known (a link without a letter, an owner without contacts): the owner.
     who = {"email": email} if email else {"server_owner": case.server_owner}
     lookup = {"email__iexact": email} if email else {"server_owner": case.server_owner}
@@ -383,6 +393,6 @@ def case_apply_recheck_result(*, finding: Finding, actor_label: str = "re-probe"
                     note="Verified fixed: a re-probe found every server of this case closed.",
                     data={"finding": finding.pk, "scan_run": finding.scan_run_id},
                 )
-                transaction.on_commit(lambda c=case: case_fixed.send(sender=Case, case=c))
+                transaction.on_commit(functools.partial(case_fixed.send, sender=Case, case=case))
                 fixed.append(case)
     return fixed

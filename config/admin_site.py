@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, URLResolver, path, reverse
+from django.utils.translation import gettext_lazy
 
 
 class SecureAdminSite(admin.AdminSite):
     site_header = "Secure Your Server"
     site_title = "Secure Your Server"
-    index_title = "Campaign administration"
+    index_title = gettext_lazy("Campaign administration")
+    # The front page is the campaign dashboard; the model list sits beside it.
+    index_template = "reporting/dashboard.html"
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        from reporting.views import dashboard_context  # reporting imports the apps below it
+
+        return super().index(request, {**dashboard_context(request), **(extra_context or {})})
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
         urls = super().get_urls()
@@ -23,7 +33,20 @@ class SecureAdminSite(admin.AdminSite):
             self.admin_view(self.scoped_shortcut),
             name="view_on_site",
         )
-        return [ours] + [u for u in urls if getattr(u, "name", None) != "view_on_site"]
+        from reporting.views import refresh_view
+
+        refresh = path(
+            "dashboard/refresh/", self.admin_view(refresh_view), name="reporting_refresh"
+        )
+        language = path("language/", self.admin_view(self.staff_language), name="staff_language")
+        return [ours, refresh, language] + [
+            u for u in urls if getattr(u, "name", None) != "view_on_site"
+        ]
+
+    def staff_language(self, request: HttpRequest) -> HttpResponse:
+        from campaign.preferences import language_view  # campaign's models need the app registry
+
+        return language_view(self, request)
 
     def scoped_shortcut(
         self, request: HttpRequest, content_type_id: int, object_id: str
@@ -44,7 +67,7 @@ class SecureAdminSite(admin.AdminSite):
             raise not_found
         if hasattr(obj, "get_absolute_url"):
             return HttpResponseRedirect(obj.get_absolute_url())
-        opts = model._meta
+        opts = obj._meta
         return HttpResponseRedirect(
             reverse(f"{self.name}:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
         )

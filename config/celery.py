@@ -44,6 +44,7 @@ def _patch_kombu_restore_unacked() -> None:
     come back after the visibility timeout (and the reconciler repairs their rows sooner), so
     the error is logged and the worker lives on."""
     import logging
+    from typing import Any
 
     from kombu.transport import redis as kombu_redis
 
@@ -51,7 +52,7 @@ def _patch_kombu_restore_unacked() -> None:
     if getattr(original, "_sys_patched", False):
         return
 
-    def restore_unacked(self, client=None):  # type: ignore[no-untyped-def]
+    def restore_unacked(self: Any, client: Any = None) -> Any:
         try:
             return original(self, client)
         except AttributeError as exc:

@@ -8,4 +8,4 @@ class LettersConfig(AppConfig):
     verbose_name = "Letters"
 
     def ready(self) -> None:
-        from letters import receivers  # noqa: F401  (connects anymail's tracking signal)
+        from letters import checks, receivers  # noqa: F401  (registers checks, connects signals)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -27,7 +27,7 @@ class TransientSendError(Exception):
     soft_time_limit=settings.LETTER_SEND_TIME_LIMIT * 4 // 5,
     time_limit=settings.LETTER_SEND_TIME_LIMIT,  # the send claim's lease is longer
 )
-def send_letter(self, letter_id: int) -> None:  # type: ignore[no-untyped-def]
+def send_letter(self: Task, letter_id: int) -> None:
     from letters import services  # services imports this module
 
     services.letter_send(letter_id=letter_id, claim=self.request.id or "")

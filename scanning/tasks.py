@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 
 
-# The soft limit is well above one batch's bounded exchanges (PROBES.md: 30 s each, confirmation
-# waits separate), so only a wedged batch is cut off; it is then marked failed on the run.
+# The soft limit is well above one batch's bounded exchanges (docs/probes.md: 30 s each,
+# confirmation waits separate), so only a wedged batch is cut off; it is then marked failed.
 # A database error (the claim included) retries with back-off; a lost retry is repaired by the
 # reconciler, which finds the batch pending or its claim expired.
 @shared_task(
@@ -18,7 +18,7 @@ from django.db import InterfaceError, OperationalError
     retry_backoff=2,
     retry_backoff_max=5 * 60,
 )
-def probe_batch(self, batch_id: int) -> None:  # type: ignore[no-untyped-def]
+def probe_batch(self: Task, batch_id: int) -> None:
     from scanning import services  # services imports this module
 
     services.scan_batch_probe(batch_id=batch_id, claim=self.request.id or "")

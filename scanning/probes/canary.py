@@ -13,6 +13,7 @@ import hmac
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,9 +25,9 @@ class CanaryConfig:
     tls_addr: tuple[str, int]  # the same over TLS (CONNECT CANARY:443 lands here)
     smtp_addr: tuple[str, int]  # SMTP sink (relayed test messages, CONNECT CANARY:25)
     secret: bytes  # HMAC key; CANARY_SECRET in deployments
-    # A canary port known not to be a proxy, for the batch self-check (PROBES.md).
+    # A canary port known not to be a proxy, for the batch self-check (docs/probes.md).
     selfcheck_addr: tuple[str, int] | None = None
-    # The HTTP canary over IPv6, for the SOCKS5 ATYP 4 test (PROBES.md); None: no such test.
+    # The HTTP canary over IPv6, for the SOCKS5 ATYP 4 test (docs/probes.md); None: no such test.
     http_addr6: tuple[str, int] | None = None
 
 
@@ -52,7 +53,8 @@ class CanaryHit:
 class HitStore(Protocol):
     """Where canary hits are kept: memory inside one process, a database table in deployments."""
 
-    def record(self, hit: CanaryHit) -> None: ...
+    # A store that writes to a database returns an awaitable the canary awaits before answering.
+    def record(self, hit: CanaryHit) -> Awaitable[None] | None: ...
 
     def hits(self, token: str) -> list[CanaryHit]: ...
 

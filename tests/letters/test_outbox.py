@@ -187,8 +187,8 @@ class OutboxTestCase(BaseTestCase):
             email="",
             reason=Suppression.Reason.OPT_OUT,
         )
-        self.assertFalse(services.email_is_suppressed(""))
-        self.assertFalse(services.email_is_suppressed("  "))
+        self.assertFalse(services.email_is_suppressed("", partner=self.beta))
+        self.assertFalse(services.email_is_suppressed("  ", partner=self.beta))
 
     # --- the dispatcher ----------------------------------------------------------------------
     def many(self, count: int, case: object = None) -> list[Letter]:

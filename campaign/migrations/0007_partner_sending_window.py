@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaign', '0003_partner_time_zone'),
+        ('campaign', '0006_staff_preference'),
     ]
 
     operations = [

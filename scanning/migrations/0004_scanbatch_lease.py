@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scanning', '0002_scan_batches'),
+        ('scanning', '0003_scanrun_refusals'),
     ]
 
     operations = [
