@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaign', '0006_staff_preference'),
+        ('campaign', '0007_admin_search_indexes'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scanning', '0003_scanrun_refusals'),
+        ('scanning', '0004_admin_search_indexes'),
     ]
 
     operations = [
