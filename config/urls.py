@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from letters.views import healthz
-from reporting.views import results_page
+from reporting.public import results_page
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),

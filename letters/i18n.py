@@ -40,6 +40,8 @@ SOURCES: tuple[str, ...] = (
     "config/admin_site.py",
     "templates/admin/base_site.html",
     "templates/admin/staff_language.html",
+    "reporting/templates/reporting/results.html",
+    "reporting/public.py",
 )
 KEYWORDS = {
     "gettext": None,
