@@ -132,6 +132,20 @@ class ContactInline(LeadOnlyFieldsMixin, admin.TabularInline):
     lead_only_fields = ("source",)  # attribution replaces "rdap" rows and keeps the others
     ordering = ("position",)
 
+    # Roles, not Django's model permissions (which no partner account holds): members read the
+    # chain, the owner's partner's caseworkers edit it; deleting stays with superusers.
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return selectors.is_member(request.user)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        partner = obj.partner if isinstance(obj, ServerOwner) else None
+        return selectors.has_role(request.user, Membership.Role.CASEWORKER, partner)
+
+    has_change_permission = has_add_permission
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
+
 
 class AttributionInline(admin.TabularInline):
     model = Attribution

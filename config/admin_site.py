@@ -38,8 +38,12 @@ class SecureAdminSite(admin.AdminSite):
         refresh = path(
             "dashboard/refresh/", self.admin_view(refresh_view), name="reporting_refresh"
         )
+        mfa = [
+            path("mfa/", self.admin_view(self.mfa_enrol), name="mfa_enrol"),
+            path("mfa/verify/", self.admin_view(self.mfa_verify), name="mfa_verify"),
+        ]
         language = path("language/", self.admin_view(self.staff_language), name="staff_language")
-        return [ours, refresh, language] + [
+        return [ours, refresh, language, *mfa] + [
             u for u in urls if getattr(u, "name", None) != "view_on_site"
         ]
 
@@ -47,6 +51,16 @@ class SecureAdminSite(admin.AdminSite):
         from campaign.preferences import language_view  # campaign's models need the app registry
 
         return language_view(self, request)
+
+    def mfa_enrol(self, request: HttpRequest) -> HttpResponse:
+        from config import accounts
+
+        return accounts.enrol_view(self, request)
+
+    def mfa_verify(self, request: HttpRequest) -> HttpResponse:
+        from config import accounts
+
+        return accounts.verify_view(self, request)
 
     def scoped_shortcut(
         self, request: HttpRequest, content_type_id: int, object_id: str
