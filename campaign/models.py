@@ -8,6 +8,7 @@ from datetime import datetime
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 LANGUAGE_CODES = {code for code, _ in settings.LANGUAGES}
@@ -231,6 +232,8 @@ class Contact(models.Model):
             ),
             models.UniqueConstraint(fields=["server_owner", "email"], name="contact_unique_email"),
         ]
+        # The admin finds owners and cases by a contact's address, in any case.
+        indexes = [models.Index(Upper("email"), name="contact_email_upper")]
 
     def __str__(self) -> str:
         return f"{self.email} ({self.kind})"

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from reporting.views import results_page
+from reporting.public import results_page
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),

@@ -357,7 +357,7 @@ class PartnerIsolationTestCase(BaseTestCase):
                 partner=self.alpha,
                 language="en",
             )
-        with self.assertNumQueries(11):  # none per row
+        with self.assertNumQueries(8):  # none per row
             self.client.get(_url(Case))
 
 
