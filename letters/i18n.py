@@ -133,7 +133,9 @@ def update(languages: Iterable[str] | None = None) -> list[str]:
     done = []
     for language in languages or catalogue_languages():
         catalogue = read(language)
+        created = catalogue.creation_date  # unchanged, so two branches' updates merge cleanly
         catalogue.update(template, no_fuzzy_matching=True)
+        catalogue.creation_date = created
         catalogue.obsolete.clear()
         write(language, catalogue)
         done.append(language)
