@@ -11,12 +11,12 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from campaign import selectors, services
 from campaign.admin_base import (
+    BehindTheCaseMixin,
     LeadOnlyAdmin,
     LeadOnlyFieldsMixin,
     PartnerScopedAdmin,
@@ -257,6 +257,7 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
         report = owner_merge(into=owners[0], others=owners[1:], actor=request.user)
         if report.merged:
             merged = ", ".join(report.merged)
+            log_service_action(request, owners[0], f"Merged in: {merged}.")
             self.message_user(request, f"Merged into “{owners[0].name}”: {merged}.")
         if report.refused:
             refused = "; ".join(report.refused)
@@ -493,10 +494,9 @@ class CaseAdmin(PartnerScopedAdmin):
     form = CaseForm
     list_display = (
         "reference_cell",
-        "server_owner",
+        "owner_name",
         "partner_code",
         "status_badge",
-        "language",
         "finding_count",
         "opened_on",
     )
@@ -519,10 +519,19 @@ class CaseAdmin(PartnerScopedAdmin):
     def reference_cell(self, obj: Case) -> str:
         return format_html('<span class="case-ref">{}</span>', obj.reference)
 
-    @admin.display(description="Partner", ordering="partner__country")
+    @admin.display(description="Server owner", ordering="server_owner__name")
+    def owner_name(self, obj: Case) -> str:
+        return obj.server_owner.name  # a plain cell wraps; a foreign key's is kept on one line
+
+    @admin.display(description="Partner · lang.", ordering="partner__country")
     def partner_code(self, obj: Case) -> str:
+        # Country code and letter language in one narrow cell: the list fits a laptop.
         return format_html(
-            '<abbr title="{}">{}</abbr>', obj.partner.country_name, obj.partner.country
+            '<span class="nowrap"><abbr title="{}">{}</abbr> · <abbr title="{}">{}</abbr></span>',
+            obj.partner.country_name,
+            obj.partner.country,
+            LANGUAGE_NAMES.get(obj.language, obj.language),
+            obj.language,
         )
 
     @admin.display(description="Status", ordering="status")
@@ -531,7 +540,8 @@ class CaseAdmin(PartnerScopedAdmin):
 
     @admin.display(description="Opened", ordering="opened_at")
     def opened_on(self, obj: Case) -> str:
-        return date_format(timezone.localtime(obj.opened_at), "SHORT_DATE_FORMAT")
+        # ISO: unambiguous for staff of 26 countries (12/07 is July to most of them).
+        return timezone.localtime(obj.opened_at).strftime("%Y-%m-%d")
 
     autocomplete_fields = ("server_owner",)
     readonly_fields = (
@@ -743,7 +753,7 @@ NEXT_ACTIONS = {
 
 
 @admin.register(CaseEvent)
-class CaseEventAdmin(PartnerScopedAdmin):
+class CaseEventAdmin(BehindTheCaseMixin, PartnerScopedAdmin):
     partner_field = "case__partner"
     list_display = ("at", "case", "kind", "from_status", "to_status", "actor_label", "note")
     list_filter = ("kind", recent_filter("at", _("when")))
@@ -956,6 +966,10 @@ class AttributionJobAdmin(PartnerScopedAdmin):
 
     def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
         return super().scope_queryset(request, qs).distinct()
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        # Only those who can start one (caseworkers, the lead) need the list in their menu.
+        return selectors.has_role(request.user, Membership.Role.CASEWORKER)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # started from Targets → "Run attribution"

@@ -6,6 +6,7 @@ the campaign app's CaseAdmin is extended here and registered in its place.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from campaign import selectors, workflow
@@ -32,6 +34,7 @@ from campaign.admin_base import log_service_action
 from campaign.models import Case, Suppression
 from letters import links, rendering, services
 from letters.models import Letter, LetterKind, RemediationLink
+from scanning.models import Verdict
 
 # Staff-written HTML in a preview: no scripts, no remote loads, nothing but our styles and images.
 PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
@@ -45,6 +48,27 @@ DEADLINES = {
     Case.Status.REMINDED: "escalation to the partner if still open",
     Case.Status.ESCALATED: "closed as unresponsive if still open",
 }
+
+
+PREVIEW_LABELS: dict[str, Any] = {
+    LetterKind.INITIAL: _lazy("Preview the letter"),
+    LetterKind.REMINDER: _lazy("Preview the reminder"),
+    LetterKind.FIXED: _lazy("Preview the thank-you letter"),
+}
+
+
+# Verdict codes in event notes ("192.0.2.10:25/smtp confirmed-open"), longest first so that
+# likely-open-weak is not read as likely-open.
+VERDICT_WORDS = sorted(
+    ((str(code), str(label).lower()) for code, label in Verdict.choices),
+    key=lambda pair: -len(pair[0]),
+)
+
+
+def readable_note(note: str) -> str:
+    for code, label in VERDICT_WORDS:
+        note = re.sub(rf"(?<![\w-]){re.escape(code)}(?![\w-])", label, note)
+    return note
 
 
 def next_letter_kind(case: Case) -> str:
@@ -128,32 +152,29 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
                 else ""
             ),
             "who": e.actor_label or (e.actor.get_username() if e.actor else "system"),
+            "note": readable_note(e.note),
         }
         for e in events
     ]
     kind = next_letter_kind(case)
     actions: list[Action] = []
+    # Only what fits the case's status is offered; a fitting action that something else blocks
+    # (no approved template, no contact left) shows disabled with the reason.
     if may_act:
-        refusal = services.letter_queue_refusal(case, fresh=True) or ""
-        actions.append(Action(_("Queue letter…"), "queue_advisory_letter", refusal=refusal))
-        actions[-1].primary = True
-        if case.status != Case.Status.READY:
-            ready = (
-                ""
-                if workflow.can_transition(case.status, Case.Status.READY)
-                else f"not from “{case.get_status_display()}”"
-            )
-            actions.append(Action(_("Mark ready"), "mark_ready", refusal=ready))
-        resend = (
-            services.letter_queue_refusal(case, fresh=False) or ""
-            if any(letter.kind == LetterKind.INITIAL for letter in letters)
-            else "no letter has been sent yet"
-        )
-        actions.append(Action(_("Resend to the next contact…"), "resend_to_next_contact"))
-        actions[-1].refusal = resend
+        if case.status == Case.Status.READY:
+            refusal = services.letter_queue_refusal(case, fresh=True) or ""
+            actions.append(Action(_("Queue letter…"), "queue_advisory_letter", refusal=refusal))
+            actions[-1].primary = True
+        elif workflow.can_transition(case.status, Case.Status.READY):
+            actions.append(Action(_("Mark ready"), "mark_ready"))
+            actions[-1].primary = case.status in (Case.Status.NEW, Case.Status.NEEDS_REVIEW)
+        if any(letter.kind == LetterKind.INITIAL for letter in letters):
+            resend = services.letter_queue_refusal(case, fresh=False) or ""
+            actions.append(Action(_("Resend to the next contact…"), "resend_to_next_contact"))
+            actions[-1].refusal = resend
     previews = reverse("admin:campaign_case_letter_preview", args=[case.pk, kind, "html"])
     actions += [
-        Action(_("Preview letter"), url=previews, new_tab=True),
+        Action(PREVIEW_LABELS[kind], url=previews, new_tab=True),
         Action(_("PDF"), url=previews.replace("/html/", "/pdf/"), new_tab=True),
         Action(
             _("View the owner's page"),
@@ -422,7 +443,8 @@ class CaseWorkbenchAdmin(CaseAdmin):
         response["Cache-Control"] = "no-store"
         # The public page's policy, minus its script (it would poll the owner's status URL).
         response["Content-Security-Policy"] = (
-            "default-src 'none'; style-src 'self'; script-src 'none'; img-src 'self' data:; "
+            "default-src 'none'; style-src 'self' 'unsafe-inline'; script-src 'none'; "
+            "img-src 'self' data:; "
             "form-action 'self'; frame-ancestors 'self'; base-uri 'none'"
         )
         return response
