@@ -101,7 +101,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minim
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_CLIENT_IP_CALLABLE = "config.accounts.client_ip"
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_LOCKOUT_CALLABLE = "config.accounts.lockout_response"
 AXES_VERBOSE = False
 # Every staff account needs a confirmed TOTP device before it can use the admin. Only the local
 # demo (`make run`) turns this off; `check --deploy` warns when it is off.

@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from campaign import selectors
-from campaign.admin_base import PartnerScopedAdmin, log_service_action
+from campaign.admin_base import BehindTheCaseMixin, PartnerScopedAdmin, log_service_action
 from letters import links, rendering, services
 
 # Importing admin_case also registers the case page (the workbench) in place of campaign's.
@@ -518,7 +518,7 @@ class LetterAdmin(LetterPdfMixin, PartnerScopedAdmin):
 
 
 @admin.register(DeliveryEvent)
-class DeliveryEventAdmin(PartnerScopedAdmin):
+class DeliveryEventAdmin(BehindTheCaseMixin, PartnerScopedAdmin):
     partner_field = "letter__case__partner"
     list_display = ("received_at", "esp", "event_type", "bounce_kind", "recipient", "letter")
     list_filter = ("esp", "event_type", "bounce_kind")
@@ -540,7 +540,7 @@ class DeliveryEventAdmin(PartnerScopedAdmin):
 
 
 @admin.register(RemediationLink)
-class RemediationLinkAdmin(PartnerScopedAdmin):
+class RemediationLinkAdmin(BehindTheCaseMixin, PartnerScopedAdmin):
     partner_field = "case__partner"
     list_display = ("case", "letter", "created_at", "expires_at")
     list_select_related = ("case", "letter")

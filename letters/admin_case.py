@@ -6,7 +6,9 @@ the campaign app's CaseAdmin is extended here and registered in its place.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
@@ -33,6 +35,7 @@ from campaign.admin_base import log_service_action
 from campaign.models import Case, Suppression
 from letters import links, rendering, services
 from letters.models import Letter, LetterKind, RemediationLink
+from scanning.models import Verdict
 
 # Staff-written HTML in a preview: no scripts, no remote loads, nothing but our styles and images.
 PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
@@ -53,6 +56,20 @@ PREVIEW_LABELS: dict[str, Any] = {
     LetterKind.REMINDER: _lazy("Preview the reminder"),
     LetterKind.FIXED: _lazy("Preview the thank-you letter"),
 }
+
+
+# Verdict codes in event notes ("192.0.2.10:25/smtp confirmed-open"), longest first so that
+# likely-open-weak is not read as likely-open.
+VERDICT_WORDS = sorted(
+    ((str(code), str(label).lower()) for code, label in Verdict.choices),
+    key=lambda pair: -len(pair[0]),
+)
+
+
+def readable_note(note: str) -> str:
+    for code, label in VERDICT_WORDS:
+        note = re.sub(rf"(?<![\w-]){re.escape(code)}(?![\w-])", label, note)
+    return note
 
 
 def next_letter_kind(case: Case) -> str:
@@ -136,6 +153,7 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
                 else ""
             ),
             "who": e.actor_label or (e.actor.get_username() if e.actor else "system"),
+            "note": readable_note(e.note),
         }
         for e in events
     ]
@@ -166,11 +184,15 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
         ),
     ]
     deadline = None
-    if case.next_action_at:
+    due, scheduled = case.next_action_at, True
+    if due is None:
+        due, scheduled = _campaign_deadline(case, letters), False
+    if due is not None:
         deadline = {
-            "at": case.next_action_at,
+            "at": due,
             "what": DEADLINES.get(Case.Status(case.status), "next step"),
-            "overdue": case.next_action_at < timezone.now(),
+            "overdue": due < timezone.now(),
+            "scheduled": scheduled,
         }
     return {
         "case": case,
@@ -189,6 +211,22 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
         "may_act": may_act,
         "changelist_url": reverse("admin:campaign_case_changelist"),
     }
+
+
+def _campaign_deadline(case: Case, letters: list[Letter]) -> Any:
+    """With no deadline set on the case: when the campaign's schedule says the next step is
+    due, counted from the first letter sent (reminder after N days, the final deadline after M)."""
+    sent = [
+        letter.sent_at for letter in letters if letter.kind == LetterKind.INITIAL and letter.sent_at
+    ]
+    if not sent:
+        return None
+    days = {
+        Case.Status.NOTIFIED: case.campaign.reminder_after_days,
+        Case.Status.REMINDED: case.campaign.final_deadline_days,
+        Case.Status.ESCALATED: case.campaign.final_deadline_days,
+    }.get(Case.Status(case.status))
+    return min(sent) + timedelta(days=days) if days is not None else None
 
 
 def _next_steps() -> dict[str, str]:
