@@ -39,3 +39,5 @@ bench: install system-deps
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy

@@ -339,7 +339,8 @@ def fleet_process(
             ready, _, _ = select.select([proc.stdout], [], [], 60)
             line = proc.stdout.readline().decode() if ready else ""
             if not line.startswith("ready"):
-                err = proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ""
+                done = proc.poll() is not None and proc.stderr is not None
+                err = proc.stderr.read().decode()[-2000:] if done and proc.stderr else ""
                 raise RuntimeError(f"fleet did not start: {line!r} {err}")
             yield proc.pid
         finally:

@@ -6,10 +6,11 @@ also change, approvers also approve templates. The lead agency's staff see every
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
 from django.contrib.admin.filters import RelatedOnlyFieldListFilter
+from django.contrib.auth.models import User
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -39,7 +40,7 @@ class ScopedAdmin(admin.ModelAdmin):
     # Choices for foreign keys and many-to-many fields come from the related model's own admin,
     # so a partner's form never offers another partner's owners, cases or letters.
     def _scoped_related(self, db_field: models.Field, request: HttpRequest) -> QuerySet | None:
-        related_admin = self.admin_site._registry.get(db_field.related_model)
+        related_admin = self.admin_site._registry.get(db_field.related_model)  # type: ignore[arg-type]
         if related_admin is None:
             return None
         return related_admin.get_queryset(request)
@@ -60,7 +61,7 @@ class ScopedAdmin(admin.ModelAdmin):
 
     def get_list_filter(self, request: HttpRequest) -> Any:
         # Related filters list only what the scoped queryset holds (no other partners' names).
-        scoped = []
+        scoped: list[Any] = []
         for item in super().get_list_filter(request):
             if isinstance(item, str) and self._is_relation(item):
                 scoped.append((item, RelatedOnlyFieldListFilter))
@@ -108,7 +109,7 @@ class ScopedAdmin(admin.ModelAdmin):
         from scanning import services as scanning_services
 
         run = scanning_services.scan_run_start(
-            target_ids=target_ids, label=label, requested_by=request.user
+            target_ids=target_ids, label=label, requested_by=cast(User, request.user)
         )
         url = reverse("admin:scanning_scanrun_change", args=[run.pk])
         self.message_user(

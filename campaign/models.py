@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zoneinfo
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -412,7 +413,7 @@ class Suppression(models.Model):
     def __str__(self) -> str:
         return f"{self.email or self.server_owner} ({self.reason})"
 
-    def is_active(self, at: object = None) -> bool:
+    def is_active(self, at: datetime | None = None) -> bool:
         return self.expires_at is None or self.expires_at > (at or timezone.now())
 
 

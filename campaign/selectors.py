@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 
 from campaign.models import Membership, Partner
 
-AnyUser = AbstractBaseUser | AnonymousUser
+AnyUser = User | AnonymousUser
 
 ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.CASEWORKER: 1, Membership.Role.APPROVER: 2}
 
@@ -24,9 +24,10 @@ def _roles(user: AnyUser) -> list[Role]:
     # Cached on the user object, which Django builds anew for every request: one query a request.
     cached = getattr(user, "_sys_roles", None)
     if cached is None:
+        user_id = cast(int, user.pk)  # an anonymous user (pk None) has no memberships
         cached = [
             Role(partner_id, is_lead, ROLE_RANK[Membership.Role(role)])
-            for partner_id, is_lead, role in Membership.objects.filter(user=user).values_list(
+            for partner_id, is_lead, role in Membership.objects.filter(user_id=user_id).values_list(
                 "partner_id", "partner__is_lead", "role"
             )
         ]

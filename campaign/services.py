@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Lower
@@ -21,6 +21,7 @@ from campaign.models import (
     ServerOwner,
     Suppression,
 )
+from campaign.selectors import AnyUser
 from scanning.models import OPEN_VERDICTS, Finding, ScanRun, Verdict
 
 
@@ -31,7 +32,7 @@ class IllegalTransition(Exception):
         self.to_status = to_status
 
 
-def _actor_fields(actor: AbstractBaseUser | None, actor_label: str) -> dict[str, Any]:
+def _actor_fields(actor: AnyUser | None, actor_label: str) -> dict[str, Any]:
     if actor is not None and actor.is_authenticated:
         return {"actor": actor, "actor_label": actor_label or actor.get_username()}
     return {"actor": None, "actor_label": actor_label or "system"}
@@ -42,7 +43,7 @@ def case_transition(
     *,
     case: Case,
     to_status: str,
-    actor: AbstractBaseUser | None = None,
+    actor: AnyUser | None = None,
     actor_label: str = "",
     note: str = "",
     kind: str = CaseEvent.Kind.STATUS_CHANGED,
@@ -77,7 +78,7 @@ def case_record_event(
     *,
     case: Case,
     kind: str,
-    actor: AbstractBaseUser | None = None,
+    actor: AnyUser | None = None,
     actor_label: str = "",
     note: str = "",
     data: dict[str, Any] | None = None,
@@ -383,6 +384,6 @@ def case_apply_recheck_result(*, finding: Finding, actor_label: str = "re-probe"
                     note="Verified fixed: a re-probe found every server of this case closed.",
                     data={"finding": finding.pk, "scan_run": finding.scan_run_id},
                 )
-                transaction.on_commit(lambda c=case: case_fixed.send(sender=Case, case=c))
+                transaction.on_commit(functools.partial(case_fixed.send, sender=Case, case=case))
                 fixed.append(case)
     return fixed

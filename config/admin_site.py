@@ -44,7 +44,7 @@ class SecureAdminSite(admin.AdminSite):
             raise not_found
         if hasattr(obj, "get_absolute_url"):
             return HttpResponseRedirect(obj.get_absolute_url())
-        opts = model._meta
+        opts = obj._meta
         return HttpResponseRedirect(
             reverse(f"{self.name}:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
         )

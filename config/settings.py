@@ -235,10 +235,10 @@ SCAN_REPLY_TIMEOUT = float(env_int("SCAN_REPLY_TIMEOUT", 10, minimum=1))
 SCAN_EXCHANGE_TIMEOUT = float(env_int("SCAN_EXCHANGE_TIMEOUT", 30, minimum=1))
 SCAN_CONFIRM_WAIT = float(env_int("SCAN_CONFIRM_WAIT", 60, minimum=1))
 # Greylisted (4xx) results are probed again after these delays, with the same token.
-SCAN_GREYLIST_RETRY_DELAYS = env_list("SCAN_GREYLIST_RETRY_DELAYS", ["300", "1800"])
-if not all(delay.isdigit() for delay in SCAN_GREYLIST_RETRY_DELAYS):
+_greylist_delays = env_list("SCAN_GREYLIST_RETRY_DELAYS", ["300", "1800"])
+if not all(delay.isdigit() for delay in _greylist_delays):
     raise ImproperlyConfigured("SCAN_GREYLIST_RETRY_DELAYS must be seconds, e.g. 300,1800.")
-SCAN_GREYLIST_RETRY_DELAYS = [int(delay) for delay in SCAN_GREYLIST_RETRY_DELAYS]
+SCAN_GREYLIST_RETRY_DELAYS = [int(delay) for delay in _greylist_delays]
 
 # --- Web ----------------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -155,5 +156,5 @@ class RemediationLink(models.Model):
     def __str__(self) -> str:
         return f"{self.case.reference} link {self.token_hash[:8]}… until {self.expires_at:%Y-%m-%d}"
 
-    def is_valid(self, at: object = None) -> bool:
+    def is_valid(self, at: datetime | None = None) -> bool:
         return self.expires_at > (at or timezone.now())

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ class TransientSendError(Exception):
     retry_backoff_max=30 * 60,  # cap < the Redis visibility timeout (2 h)
     retry_jitter=True,
 )
-def send_letter(self, letter_id: int) -> None:  # type: ignore[no-untyped-def]
+def send_letter(self: Task, letter_id: int) -> None:
     from letters import services  # services imports this module
 
     # On the last attempt a transient error fails the letter visibly instead of re-queueing it.

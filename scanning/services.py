@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -52,7 +53,7 @@ def scan_run_start(
     *,
     target_ids: list[int],
     label: str,
-    requested_by: AbstractBaseUser | None = None,
+    requested_by: User | None = None,
     confirm_relays: bool = True,
 ) -> ScanRun:
     """Create a scan run and queue its batches (on commit: the worker must find the rows)."""
@@ -240,7 +241,7 @@ def _finish_batch(
         run.save(update_fields=["verdict_counts", "targets_done", "note", "status", "finished_at"])
         for finding in stored:  # campaign opens cases; it acts once the rows are committed
             transaction.on_commit(
-                lambda f=finding: finding_recorded.send(sender=Finding, finding=f)
+                functools.partial(finding_recorded.send, sender=Finding, finding=finding)
             )
 
 

@@ -84,12 +84,12 @@ def _cidrs(data: dict[str, Any]) -> tuple[list[str], str, str]:
             continue
     start, end = _address(data.get("startAddress")), _address(data.get("endAddress"))
     if not cidrs and start is not None and end is not None and start.version == end.version:
-        if start <= end:
-            cidrs = [str(n) for n in ipaddress.summarize_address_range(start, end)]  # type: ignore[arg-type]
+        if start <= end:  # type: ignore[operator]  # same version, checked above
+            cidrs = [str(n) for n in ipaddress.summarize_address_range(start, end)]
     if cidrs and (start is None or end is None):
         networks = [ipaddress.ip_network(c) for c in cidrs]
-        start = min(n.network_address for n in networks)  # type: ignore[type-var]
-        end = max(n.broadcast_address for n in networks)  # type: ignore[type-var]
+        start = min(n.network_address for n in networks)
+        end = max(n.broadcast_address for n in networks)
     return cidrs, str(start) if start else "", str(end) if end else ""
 
 

@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -37,6 +36,7 @@ from campaign.models import (
     ServerOwner,
     Suppression,
 )
+from campaign.selectors import AnyUser
 from scanning.models import OPEN_VERDICTS, Finding, Target, Verdict
 
 AUTOMATIC_SOURCES = ("rdap", "partner")
@@ -363,7 +363,7 @@ class MergeReport:
 
 @transaction.atomic
 def owner_merge(
-    *, into: ServerOwner, others: Iterable[ServerOwner], actor: AbstractBaseUser | None = None
+    *, into: ServerOwner, others: Iterable[ServerOwner], actor: AnyUser | None = None
 ) -> MergeReport:
     """Move targets, contacts, cases and suppressions to `into`; an owner with a case in a
     campaign where `into` has one too is left alone (one case per owner per campaign)."""

@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import IO
 
 from campaign.intake.addresses import (
     PORT_PROTOCOLS,
@@ -48,7 +48,7 @@ def looks_like_shadowserver(columns: list[str]) -> bool:
     )
 
 
-def text_lines(handle: BinaryIO, overlong: set[int] | None = None) -> Iterator[str]:
+def text_lines(handle: IO[bytes], overlong: set[int] | None = None) -> Iterator[str]:
     """Decoded lines; bytes that are not UTF-8 survive as surrogates and fail their row only.
 
     A line longer than MAX_LINE_BYTES is read past and given as an empty line, its number added
@@ -96,7 +96,7 @@ def parse_time(raw: str) -> datetime | None:
 class _Rows:
     """csv.reader over the file, with the line each record starts on and its header."""
 
-    def __init__(self, handle: BinaryIO, file_name: str) -> None:
+    def __init__(self, handle: IO[bytes], file_name: str) -> None:
         self.overlong: set[int] = set()
         self.lines = text_lines(handle, self.overlong)
         self.header_line = 0
@@ -170,7 +170,7 @@ def _field(columns: list[str], row: list[str], name: str) -> str:
     return row[index]
 
 
-def csv_items(handle: BinaryIO, file_name: str) -> Iterator[Item]:
+def csv_items(handle: IO[bytes], file_name: str) -> Iterator[Item]:
     rows = _Rows(handle, file_name)
     columns = rows.columns
     if "ip" not in columns:
@@ -233,7 +233,7 @@ def _protocol_from_tag(tag: str, port: int) -> str:
     return PORT_PROTOCOLS.get(port, "unknown")
 
 
-def shadowserver_items(handle: BinaryIO, file_name: str) -> Iterator[Item]:
+def shadowserver_items(handle: IO[bytes], file_name: str) -> Iterator[Item]:
     report = shadowserver_report(file_name)
     if report is not None and report not in SHADOWSERVER_REPORTS:
         raise FileRejected(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import IO
 
 from campaign.intake import csvfiles, spam
 from campaign.intake.records import FileRejected, Item
@@ -67,7 +67,7 @@ def guess_format(file_name: str, head: bytes) -> str:
 
 
 def open_items(
-    handle: BinaryIO, *, file_name: str, format: str | None, own_domains: Iterable[str] = ()
+    handle: IO[bytes], *, file_name: str, format: str | None, own_domains: Iterable[str] = ()
 ) -> tuple[str, Iterator[Item]]:
     """The format and the parsed items; raises FileRejected before anything is read past."""
     head = handle.read(HEAD_BYTES)

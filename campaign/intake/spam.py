@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
-from typing import BinaryIO
+from typing import IO
 
 from campaign.intake.addresses import BadValue, is_not_routed, normalize_ip
 from campaign.intake.records import FileRejected, Item, RowError, Suspect
@@ -278,7 +278,7 @@ def _header_value(value: str) -> str:
 class _HeaderBlocks:
     """Each message's header block, with line numbers; bodies are read past, not kept."""
 
-    def __init__(self, handle: BinaryIO, *, mbox: bool) -> None:
+    def __init__(self, handle: IO[bytes], *, mbox: bool) -> None:
         self.handle = handle
         self.mbox = mbox
 
@@ -328,7 +328,7 @@ def looks_like_message(head: bytes) -> bool:
 
 
 def spam_items(
-    handle: BinaryIO, file_name: str, *, mbox: bool, own_domains: Iterable[str], head: bytes
+    handle: IO[bytes], file_name: str, *, mbox: bool, own_domains: Iterable[str], head: bytes
 ) -> Iterator[Item]:
     if mbox and not head.lstrip(b"\r\n").startswith(b"From "):
         raise FileRejected(
@@ -348,7 +348,7 @@ def spam_items(
 
 
 def _spam_items(
-    handle: BinaryIO, file_name: str, *, mbox: bool, own_domains: list[str]
+    handle: IO[bytes], file_name: str, *, mbox: bool, own_domains: list[str]
 ) -> Iterator[Item]:
     now = datetime.now(UTC)
     for _start, block in _HeaderBlocks(handle, mbox=mbox):

@@ -13,6 +13,7 @@ import hmac
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,7 +53,8 @@ class CanaryHit:
 class HitStore(Protocol):
     """Where canary hits are kept: memory inside one process, a database table in deployments."""
 
-    def record(self, hit: CanaryHit) -> None: ...
+    # A store that writes to a database returns an awaitable the canary awaits before answering.
+    def record(self, hit: CanaryHit) -> Awaitable[None] | None: ...
 
     def hits(self, token: str) -> list[CanaryHit]: ...
 

@@ -16,7 +16,7 @@ from django.test import TransactionTestCase
 
 from campaign.models import Case, CaseEvent, Contact, Suppression
 from config.celery import app as celery_app
-from letters import services
+from letters import links, services
 from letters.models import Letter, RemediationLink
 from letters.tasks import send_letter
 from tests.base import BaseTestCase, make_world
@@ -94,8 +94,8 @@ class QueueTestCase(BaseTestCase):
         self.assertIn(url, pdf_text(pdf))
         token = url.rstrip("/").rsplit("/", 1)[1]
         self.assertNotIn(token, link.token_hash)
-        self.assertEqual(services.links.remediation_link_find(token), link)
-        self.assertIsNone(services.links.remediation_link_find(token + "x"))
+        self.assertEqual(links.remediation_link_find(token), link)
+        self.assertIsNone(links.remediation_link_find(token + "x"))
 
         self.alpha_case.refresh_from_db()
         self.assertEqual(self.alpha_case.status, Case.Status.NOTIFIED)
@@ -251,7 +251,9 @@ class ConcurrentSendTestCase(TransactionTestCase):
         approved_template(self.alpha)
 
     def test_two_workers_racing_send_once(self) -> None:
-        with mock.patch("letters.services.send_letter_task"):  # the threads below are the workers
+        with mock.patch(
+            "letters.services.queueing.send_letter_task"
+        ):  # the threads below are the workers
             letter = services.letter_queue(case=self.alpha_case, fresh=True)
         barrier = threading.Barrier(2)
         errors: list[BaseException] = []

@@ -147,6 +147,26 @@ class ApprovalTestCase(BaseTestCase):
         draft.refresh_from_db()
         self.assertEqual(draft.status, "draft")
 
+    def test_it_fails_closed_when_the_tone_check_cannot_run(self) -> None:
+        # A broken or missing check must stop the save and the approval, never pass as clean.
+        draft = self.draft()
+        with mock.patch("letters.tone.tone_problems_for_template", side_effect=ImportError("x")):
+            with self.assertRaises(ImportError):
+                self.draft()
+            with self.assertRaises(ImportError):
+                services.template_approve(template=draft, actor=self.alpha_approver)
+        draft.refresh_from_db()
+        self.assertEqual(draft.status, "draft")
+        self.assertEqual(LetterTemplate.objects.count(), 1)
+
+    def test_it_reads_each_supported_esps_bounces_from_its_own_table_entry(self) -> None:
+        import config.settings as project_settings
+        from letters.services import bounces
+
+        esps = set(project_settings._ESP_BACKENDS)
+        self.assertTrue(esps)
+        self.assertEqual(esps - set(bounces.BOUNCE_READERS), set())
+
     def test_a_template_that_does_not_compile_in_the_sandbox_cannot_be_approved(self) -> None:
         draft = self.draft(body="{% load static %}<p>hi</p>")
         with self.assertRaises(services.ApprovalRefused):

@@ -18,6 +18,7 @@ from django.test import override_settings
 from campaign.models import Case, CaseEvent, Contact, Suppression
 from letters import services
 from letters.models import DeliveryEvent, Letter
+from letters.services import tracking
 from tests.base import BaseTestCase
 from tests.letters.helpers import approved_template
 
@@ -250,7 +251,7 @@ class TrackingTestCase(BaseTestCase):
     def test_a_transient_database_error_makes_the_esp_retry(self) -> None:
         with (
             mock.patch.object(
-                services, "_apply_delivery_event", side_effect=OperationalError("deadlock")
+                tracking, "_apply_delivery_event", side_effect=OperationalError("deadlock")
             ),
             self.assertRaises(OperationalError),
         ):
@@ -262,7 +263,7 @@ class TrackingTestCase(BaseTestCase):
 
     def test_a_bug_is_logged_and_the_event_kept_without_a_retry_storm(self) -> None:
         with (
-            mock.patch.object(services, "_apply_delivery_event", side_effect=ValueError("bug")),
+            mock.patch.object(tracking, "_apply_delivery_event", side_effect=ValueError("bug")),
             self.assertLogs("letters.services", "ERROR"),
         ):
             self.assert_posted("postmark", self.postmark("postmark_bounce"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -40,9 +40,10 @@ class Command(BaseCommand):
             raise CommandError(f"the canary needs {', '.join(missing)}", returncode=2)
         canary = CanaryConfig(
             domain=settings.CANARY_DOMAIN,
-            http_addr=settings.CANARY_HTTP_ADDR,
-            tls_addr=settings.CANARY_TLS_ADDR,
-            smtp_addr=settings.CANARY_SMTP_ADDR,
+            # all three were checked above
+            http_addr=cast(tuple[str, int], settings.CANARY_HTTP_ADDR),
+            tls_addr=cast(tuple[str, int], settings.CANARY_TLS_ADDR),
+            smtp_addr=cast(tuple[str, int], settings.CANARY_SMTP_ADDR),
             secret=settings.CANARY_SECRET.encode(),
             selfcheck_addr=getattr(settings, "CANARY_SELFCHECK_ADDR", None),
         )

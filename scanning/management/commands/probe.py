@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -20,6 +20,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         env = services.probe_environment(limits=Limits())
         try:
-            cli.run(options, env, stdout=self.stdout)
+            cli.run(options, env, stdout=cast(TextIO, self.stdout))  # writes like a file
         except cli.UsageError as exc:
             raise CommandError(str(exc), returncode=cli.EXIT_USAGE) from None

@@ -1,0 +1,170 @@
+"""Queueing letters: who may get which letter, and putting it in the outbox."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from campaign.models import Case, CaseEvent, Contact, Suppression
+from campaign.services import case_record_event, owner_is_suppressed
+from letters import rendering
+from letters.models import Letter, LetterKind
+from letters.tasks import send_letter_task
+
+STUCK_AFTER = timedelta(hours=6)
+
+
+def letters_stuck(*, now: timezone.datetime | None = None) -> QuerySet[Letter]:
+    """Letters left in QUEUED or SENDING for hours: reported for review, never resent, because
+    a duplicate advisory letter is worse than a late one."""
+    cutoff = (now or timezone.now()) - STUCK_AFTER
+    return Letter.objects.filter(
+        status__in=(Letter.Status.QUEUED, Letter.Status.SENDING), status_changed_at__lt=cutoff
+    )
+
+
+class LetterNotQueued(Exception):
+    pass
+
+
+# Where each kind of letter may go out from; a fresh initial letter needs a `ready` case.
+QUEUEABLE = {
+    LetterKind.INITIAL: {Case.Status.READY, Case.Status.NOTIFIED, Case.Status.REMINDED},
+    LetterKind.REMINDER: {Case.Status.NOTIFIED, Case.Status.REMINDED},
+    LetterKind.FIXED: {Case.Status.FIXED},
+}
+
+
+def _active_suppressions() -> QuerySet[Suppression]:
+    now = timezone.now()
+    return Suppression.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
+def email_is_suppressed(email: str) -> bool:
+    return _active_suppressions().filter(email__iexact=email).exists()
+
+
+def letter_next_contact(case: Case, *, kind: str = LetterKind.INITIAL) -> Contact | None:
+    """The first contact in the owner's chain that has not bounced, is not suppressed and has
+    not had this letter yet. The partner agency itself follows up by hand, not by letter."""
+    used = {
+        e.lower()
+        for e in Letter.objects.filter(case=case, kind=kind).values_list(
+            "recipient_email", flat=True
+        )
+    }
+    suppressed = {e.lower() for e in _active_suppressions().values_list("email", flat=True) if e}
+    contacts = case.server_owner.contacts.filter(bounced_at__isnull=True).exclude(
+        kind=Contact.Kind.PARTNER
+    )
+    for contact in contacts.order_by("position"):
+        if contact.email.lower() not in used and contact.email.lower() not in suppressed:
+            return contact
+    return None
+
+
+IN_FLIGHT = (Letter.Status.QUEUED, Letter.Status.SENDING)
+LIVE = (*IN_FLIGHT, Letter.Status.SENT, Letter.Status.DELIVERED)
+
+
+def _superseded(letter: Letter) -> bool:
+    """A later letter of this kind for the case is on its way or went out: staff (or a bounce)
+    moved on to another contact, so this one must not lead to a second letter."""
+    return Letter.objects.filter(
+        case_id=letter.case_id, kind=letter.kind, pk__gt=letter.pk, status__in=LIVE
+    ).exists()
+
+
+def letter_queue_refusal(
+    case: Case, *, kind: str = LetterKind.INITIAL, fresh: bool = False
+) -> str | None:
+    """Why this case cannot have this letter queued now, or None."""
+    allowed = {Case.Status.READY} if fresh and kind == LetterKind.INITIAL else QUEUEABLE[kind]
+    if case.status not in allowed:
+        return f"its status is “{case.get_status_display()}”"
+    # The case stays `ready` until the letter is sent: a second click would pick the next contact.
+    if Letter.objects.filter(case=case, kind=kind, status__in=IN_FLIGHT).exists():
+        return f"a {kind} letter is on its way already"
+    if owner_is_suppressed(case.server_owner):
+        return "the owner or its contacts asked not to be written to"
+    if rendering.approved_template(case.partner, kind=kind, language=case.language) is None:
+        return f"no approved {kind} template in “{case.language}” for {case.partner.country}"
+    if letter_next_contact(case, kind=kind) is None:
+        return "no usable contact left (all bounced, suppressed or already written to)"
+    return None
+
+
+@transaction.atomic
+def letter_queue(
+    *,
+    case: Case,
+    kind: str = LetterKind.INITIAL,
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
+    fresh: bool = False,
+    note: str = "",
+) -> Letter:
+    # Lock the case: two staff (or a webhook and a click) queueing at once pick one contact.
+    case = (
+        Case.objects.select_for_update(of=("self",))
+        .select_related("partner", "server_owner")
+        .get(pk=case.pk)
+    )
+    refusal = letter_queue_refusal(case, kind=kind, fresh=fresh)
+    if refusal:
+        raise LetterNotQueued(f"{case.reference}: {refusal}.")
+    template = rendering.approved_template(case.partner, kind=kind, language=case.language)
+    contact = letter_next_contact(case, kind=kind)
+    assert template is not None and contact is not None
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            letter = Letter.objects.create(
+                case=case,
+                kind=kind,
+                language=case.language,
+                template=template,
+                contact=contact,
+                recipient_email=contact.email,
+                status=Letter.Status.QUEUED,
+                queued_at=now,
+                status_changed_at=now,
+            )
+    except IntegrityError:  # the unique (case, kind, recipient): never the same letter twice
+        raise LetterNotQueued(
+            f"{case.reference}: a {kind} letter to {contact.email} exists already."
+        ) from None
+    case_record_event(
+        case=case,
+        kind=CaseEvent.Kind.LETTER_QUEUED,
+        actor=actor,
+        actor_label=actor_label,
+        note=note or f"{letter.get_kind_display()} to {contact.email} ({contact.kind}).",
+        data={"letter": str(letter.public_id), "template_version": template.version},
+    )
+    send_letter_task.delay_on_commit(letter.id)  # the worker must find a committed row
+    return letter
+
+
+@transaction.atomic
+def letter_retry(*, letter: Letter, actor: AbstractBaseUser | None = None) -> bool:
+    """A FAILED letter goes back to the queue (same recipient, same row)."""
+    if _superseded(letter):
+        return False
+    moved = Letter.objects.filter(pk=letter.pk, status=Letter.Status.FAILED).update(
+        status=Letter.Status.QUEUED, status_changed_at=timezone.now(), error=""
+    )
+    if moved:
+        case_record_event(
+            case=letter.case,
+            kind=CaseEvent.Kind.LETTER_QUEUED,
+            actor=actor,
+            note=f"Retry of the failed letter to {letter.recipient_email}.",
+            data={"letter": str(letter.public_id)},
+        )
+        send_letter_task.delay_on_commit(letter.pk)
+    return bool(moved)
