@@ -1,7 +1,7 @@
 """`make bench`: runs every benchmark section and prints one JSON report.
 
 Without DATABASE_URL the benchmarks use a fresh SQLite file under var/bench/ (migrated here);
-with it, the given database. Sections: BENCH_SECTIONS=probes,import,letters (default: all).
+with it, the given database. Sections: BENCH_SECTIONS=probes,import,letters,schedule (default: all).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ SECTIONS = {
     "import": "bench.import_bench",
     "cases": "bench.cases_bench",
     "letters": "bench.letters_bench",
+    "schedule": "bench.schedule_bench",
 }
 
 

@@ -244,6 +244,7 @@ class Attention(models.TextChoices):
     ESCALATED = "escalated", "Escalated: the partner follows up"
     LETTER_FAILED = "letter_failed", "A letter failed"
     REVIEW = "review", "Needs review"
+    REOPENED = "reopened", "Open again after a fix"
     TRIAGE = "triage", "Owner with no partner: lead triage"
 
 

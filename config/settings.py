@@ -133,6 +133,12 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # django-celery-beat copies these into its tables at start; staff can add more in the admin.
 CELERY_BEAT_SCHEDULE = {
+    # Re-probes, reminders, escalation and closing: the cases whose next action is due.
+    "campaign-schedule-sweep": {
+        "task": "campaign.schedule_sweep",
+        "schedule": 5 * 60,
+        "options": {"expires": 4 * 60},
+    },
     "report-stuck-letters": {
         "task": "sweeps.report_stuck_letters",
         "schedule": 24 * 60 * 60,

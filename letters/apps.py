@@ -8,4 +8,5 @@ class LettersConfig(AppConfig):
     verbose_name = "Letters"
 
     def ready(self) -> None:
-        from letters import receivers  # noqa: F401  (connects anymail's tracking signal)
+        # Connects anymail's tracking signal; adds letters' actions to campaign's work queue.
+        from letters import receivers, workqueue  # noqa: F401
