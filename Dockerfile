@@ -16,6 +16,7 @@ COPY scanning ./scanning
 COPY letters ./letters
 RUN pip install --no-cache-dir .
 COPY . .
+RUN SECRET_KEY=build-only python manage.py catalogues compile
 RUN useradd --system --home /app sys && mkdir -p /app/var && chown -R sys /app/var
 USER sys
 RUN SECRET_KEY=build-only python manage.py collectstatic --noinput -v0

@@ -6,9 +6,13 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install system-deps run test bench lint clean-broker
+.PHONY: install catalogues system-deps run test bench lint clean-broker
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed catalogues
+
+# The gettext catalogues (locale/*/LC_MESSAGES/django.po) compiled to .mo, in pure Python.
+catalogues: $(VENV)/.installed
+	@$(PY) manage.py catalogues compile >/dev/null
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

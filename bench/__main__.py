@@ -1,7 +1,8 @@
 """`make bench`: runs every benchmark section and prints one JSON report.
 
 Without DATABASE_URL the benchmarks use a fresh SQLite file under var/bench/ (migrated here);
-with it, the given database. Sections: BENCH_SECTIONS=probes,import,letters,schedule (default: all).
+with it, the given database.
+Sections: BENCH_SECTIONS=probes,import,letters,dashboard,schedule (default: all).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SECTIONS = {
     "cases": "bench.cases_bench",
     "letters": "bench.letters_bench",
     "schedule": "bench.schedule_bench",
+    "dashboard": "bench.dashboard_bench",
 }
 
 

@@ -291,7 +291,7 @@ def run_scan(
 
 
 def verdicts_by_target(results: list[dict[str, Any]]) -> dict[Key, str]:
-    """One verdict per (ip, port): the strongest over the protocols it spoke (PROBES.md order)."""
+    """One verdict per (ip, port): the strongest over the protocols it spoke."""
     order = [
         "not-applicable",
         "closed",

@@ -2,21 +2,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 
 from campaign import selectors, services
-from campaign.admin_base import LeadOnlyAdmin, PartnerScopedAdmin, SharedReadOnlyAdmin
+from campaign.admin_base import (
+    LeadOnlyAdmin,
+    LeadOnlyFieldsMixin,
+    PartnerScopedAdmin,
+    SharedReadOnlyAdmin,
+    log_service_action,
+)
 from campaign.intake import admin_views as intake_views
 from campaign.models import (
     Attribution,
+    AttributionJob,
     Campaign,
     Case,
     CaseEvent,
-    CaseSequence,
     Contact,
     ImportBatch,
     Membership,
@@ -126,15 +136,38 @@ class CampaignAdmin(SharedReadOnlyAdmin):
             )
             campaign.scan_runs.add(self.start_scan(request, ids, f"campaign {campaign.slug}"))
 
+    # Dates decide when links expire and letters stop; only the lead's approvers move them.
+    SCHEDULE_FIELDS = ("starts_on", "ends_on", "is_active")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        user = request.user
+        if user.is_superuser or (
+            selectors.sees_all_partners(user)
+            and selectors.has_role(user, Membership.Role.APPROVER, selectors.lead_partner())
+        ):
+            return readonly
+        return (*readonly, *self.SCHEDULE_FIELDS)
+
     @admin.display(description="Cases")
     def case_count(self, obj: Campaign) -> int:
-        return obj.cases.count()
+        return obj.visible_cases  # annotated: the viewer's own partners' cases only
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        from django.db.models import Count
+
+        qs = super().get_queryset(request)
+        if selectors.sees_all_partners(request.user):
+            return qs.annotate(visible_cases=Count("cases"))
+        mine = Q(cases__partner__in=selectors.partners_for(request.user))
+        return qs.annotate(visible_cases=Count("cases", filter=mine))
 
 
-class ContactInline(admin.TabularInline):
+class ContactInline(LeadOnlyFieldsMixin, admin.TabularInline):
     model = Contact
     extra = 0
     fields = ("position", "kind", "email", "source", "bounced_at")
+    lead_only_fields = ("source",)  # attribution replaces "rdap" rows and keeps the others
     ordering = ("position",)
 
 
@@ -185,6 +218,9 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
     list_select_related = ("partner",)
     inlines = (ContactInline, AttributionInline, CaseInline)
     readonly_fields = ("created_at", "updated_at")
+    # What attribution matches on and routes by. A partner that could set another's RDAP handle,
+    # or a country, would pull that partner's targets, evidence and contacts into its own case.
+    lead_only_fields = ("rdap_handle", "country", "corrections")
     actions = ("merge_owners",)
 
     @admin.action(description="Merge selected owners into the oldest", permissions=["change"])
@@ -230,6 +266,7 @@ class ContactAdmin(PartnerScopedAdmin):
     search_fields = ("email", "server_owner__name")
     list_select_related = ("server_owner",)
     autocomplete_fields = ("server_owner",)
+    lead_only_fields = ("source",)
 
 
 @admin.register(Attribution)
@@ -249,6 +286,16 @@ class AttributionAdmin(PartnerScopedAdmin):
     list_select_related = ("target", "server_owner")
     autocomplete_fields = ("server_owner",)
     raw_id_fields = ("target",)
+
+    # What RDAP and reverse DNS said, and which owner that led to: read-only for partners, who
+    # ask for a correction; the lead agency fixes attribution (owner corrections, merges).
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return selectors.sees_all_partners(request.user) and super().has_change_permission(
+            request, obj
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return selectors.sees_all_partners(request.user) and super().has_add_permission(request)
 
 
 class CaseEventInline(admin.TabularInline):
@@ -278,10 +325,14 @@ def _transition_action(to_status: str, description: str) -> Any:
             try:
                 services.case_transition(case=case, to_status=to_status, actor=request.user)
                 moved += 1
+                log_service_action(
+                    request, case, f"{description} (now {case.get_status_display()})."
+                )
             except services.IllegalTransition:
                 refused.append(f"{case.reference} ({case.get_status_display()})")
         if moved:
-            modeladmin.message_user(request, f"{moved} case(s) moved to “{to_status}”.")
+            label = Case.Status(to_status).label
+            modeladmin.message_user(request, f"{moved} case(s) moved to “{label}”.")
         if refused:
             modeladmin.message_user(
                 request, f"Not allowed from their status: {', '.join(refused)}.", messages.WARNING
@@ -291,21 +342,115 @@ def _transition_action(to_status: str, description: str) -> Any:
     return action
 
 
+class TriageFilter(admin.SimpleListFilter):
+    """Owners the lead agency triages (country unknown or without a partner): the dashboard
+    links here."""
+
+    title = "lead agency triage"
+    parameter_name = "triage"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "In triage")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(
+                status=Case.Status.NEEDS_REVIEW, review_reason__icontains="triage"
+            )
+        return queryset
+
+
+LANGUAGE_NAMES = dict(settings.LANGUAGES)
+
+
+class CaseForm(forms.ModelForm):
+    """The letter language is one of the partner's letter languages, picked from a list."""
+
+    language = forms.ChoiceField(choices=settings.LANGUAGES)
+
+    class Meta:
+        model = Case
+        fields = "__all__"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        partner = self.instance.partner if self.instance.partner_id else None
+        if partner is not None and "language" in self.fields:
+            codes = list(partner.letter_languages)
+            if self.instance.language and self.instance.language not in codes:
+                codes.append(self.instance.language)  # keep what the case has, to see it
+            self.fields["language"].choices = [
+                (code, f"{LANGUAGE_NAMES.get(code, code)} ({code})") for code in codes
+            ]
+            self.fields[
+                "language"
+            ].help_text = (
+                f"Letters in the languages {partner.country_name} writes in, in its order."
+            )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        partner = data.get("partner") or (
+            self.instance.partner if self.instance.partner_id else None
+        )
+        language = data.get("language")
+        if partner is not None and language and language not in partner.letter_languages:
+            self.add_error(
+                "language",
+                f"{partner.country_name} writes letters in "
+                f"{', '.join(partner.letter_languages) or 'no shipped language'}, "
+                f"not “{language}”.",
+            )
+        return data
+
+
 @admin.register(Case)
 class CaseAdmin(PartnerScopedAdmin):
+    form = CaseForm
     list_display = (
-        "reference",
+        "reference_cell",
         "server_owner",
-        "partner",
-        "status",
+        "partner_code",
+        "status_badge",
         "language",
         "finding_count",
         "next_step",
-        "opened_at",
+        "opened_on",
     )
-    list_filter = ("status", "attention", "partner", "campaign", "language")
+    list_display_links = ("reference_cell",)
+    list_filter = ("status", "attention", TriageFilter, "partner", "campaign", "language")
     list_select_related = ("server_owner", "partner", "campaign")
     search_fields = ("reference", "server_owner__name", "server_owner__contacts__email")
+    search_help_text = "Reference, owner, contact e-mail, IP address, network (CIDR) or AS number."
+
+    @admin.display(description="Reference", ordering="reference")
+    def reference_cell(self, obj: Case) -> str:
+        return format_html('<span class="case-ref">{}</span>', obj.reference)
+
+    @admin.display(description="Partner", ordering="partner__country")
+    def partner_code(self, obj: Case) -> str:
+        return format_html(
+            '<abbr title="{}">{}</abbr>', obj.partner.country_name, obj.partner.country
+        )
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Case) -> str:
+        return status_badge(obj)
+
+    @admin.display(description="Opened", ordering="opened_at")
+    def opened_on(self, obj: Case) -> str:
+        return date_format(timezone.localtime(obj.opened_at), "SHORT_DATE_FORMAT")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        # An IP address, a network or an AS number finds the cases whose findings match; the
+        # queryset is already scoped to the user's partners.
+        network = selectors.network_query(search_term)
+        if network is not None:
+            return queryset.filter(network).distinct(), True
+        return super().get_search_results(request, queryset, search_term)
+
     date_hierarchy = "opened_at"
     autocomplete_fields = ("server_owner",)
     readonly_fields = (
@@ -406,31 +551,30 @@ class CaseAdmin(PartnerScopedAdmin):
         return work_queue_view(self, request)
 
     def export_view(self, request: HttpRequest) -> Any:
-        """The case list as the user sees it (scope and filters), as CSV, JSON or XLSX."""
-        import io
-
-        from django.http import FileResponse, HttpResponseBadRequest, StreamingHttpResponse
+        """The case list as the user sees it (scope and filters): one row per case or per
+        finding, as CSV, JSON Lines or XLSX, streamed."""
+        from django.http import HttpResponseBadRequest, StreamingHttpResponse
 
         from campaign import exports
 
         if not self.has_view_permission(request):
             raise PermissionDenied
         fmt = request.GET.get("format", "csv")
-        if fmt not in ("csv", "json", "xlsx"):
-            return HttpResponseBadRequest("format must be csv, json or xlsx")
+        shape = request.GET.get("shape", "cases")
+        if fmt not in exports.FORMATS or shape not in exports.SHAPES:
+            return HttpResponseBadRequest(
+                "format must be csv, json or xlsx; shape must be cases or findings"
+            )
         params = request.GET.copy()
         params.pop("format", None)
+        params.pop("shape", None)
         request.GET = params  # the changelist reads its filters from here
-        rows = exports.case_rows(self.get_changelist_instance(request).get_queryset(request))
-        if fmt == "xlsx":
-            buffer = io.BytesIO()
-            exports.write_xlsx(rows, buffer)
-            buffer.seek(0)
-            return FileResponse(buffer, as_attachment=True, filename="cases.xlsx")
-        lines = exports.csv_lines(rows) if fmt == "csv" else exports.json_lines(rows)
-        content_type = "text/csv" if fmt == "csv" else "application/json"
-        response = StreamingHttpResponse(lines, content_type=f"{content_type}; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="cases.{fmt}"'
+        cases = self.get_changelist_instance(request).get_queryset(request)
+        export = exports.export_for(cases, shape=shape, fmt=fmt)
+        response = StreamingHttpResponse(export.stream(), content_type=exports.CONTENT_TYPES[fmt])
+        response["Content-Disposition"] = f'attachment; filename="{export.filename()}"'
+        # Counted before the first byte: a client compares it with what arrived (docs/exports.md).
+        response["X-Export-Rows"] = str(export.count())
         return response
 
     def save_model(self, request: HttpRequest, obj: Case, form: Any, change: bool) -> None:
@@ -444,6 +588,43 @@ class CaseAdmin(PartnerScopedAdmin):
                 actor=request.user,
                 note="Opened by hand in the admin.",
             )
+
+
+STATUS_COLOURS = {
+    Case.Status.NEW: ("#e8eef7", "#1f3d6b"),
+    Case.Status.NEEDS_REVIEW: ("#fff1d6", "#6b4500"),
+    Case.Status.READY: ("#dff3e4", "#155724"),
+    Case.Status.NOTIFIED: ("#e3e9ff", "#23348f"),
+    Case.Status.REMINDED: ("#ece3ff", "#4a2a8f"),
+    Case.Status.ESCALATED: ("#ffe1dc", "#8a1f11"),
+    Case.Status.FIXED: ("#d4f0d9", "#0f5132"),
+}
+
+
+def status_badge(case: Case) -> str:
+    background, colour = STATUS_COLOURS.get(case.status, ("#eee", "#333"))
+    return format_html(
+        '<span class="status-badge status-{}" style="background:{};color:{}">{}</span>',
+        case.status,
+        background,
+        colour,
+        case.get_status_display(),
+    )
+
+
+NEXT_ACTIONS = {
+    Case.Status.NEW: "Attribution pending: run attribution for its targets.",
+    Case.Status.NEEDS_REVIEW: "Review the evidence and contacts, then mark ready or withdraw.",
+    Case.Status.READY: "Queue the advisory letter.",
+    Case.Status.NOTIFIED: "Wait for the owner; the schedule re-probes, and reminds only a server "
+    "it has just seen open.",
+    Case.Status.REMINDED: "Wait; the schedule hands the case to the partner at the deadline.",
+    Case.Status.ESCALATED: "The partner follows up by hand.",
+    Case.Status.FIXED: "Nothing: verified fixed.",
+    Case.Status.UNRESPONSIVE: "Closed at the final deadline.",
+    Case.Status.WITHDRAWN: "Nothing: withdrawn.",
+    Case.Status.SUPPRESSED: "Nothing: the contact asked not to be written to.",
+}
 
 
 @admin.register(CaseEvent)
@@ -468,17 +649,65 @@ class CaseEventAdmin(PartnerScopedAdmin):
 
 @admin.register(Suppression)
 class SuppressionAdmin(PartnerScopedAdmin):
-    list_display = ("email", "server_owner", "partner", "reason", "expires_at", "created_at")
+    """A partner's suppressions stop only its own letters; the lead's global ones (no partner)
+    stop everyone's. A partner sees both kinds that touch its cases, and changes only its own."""
+
+    list_display = ("email", "server_owner", "scope", "reason", "expires_at", "created_at")
     list_filter = ("reason", "partner")
     search_fields = ("email", "server_owner__name", "note")
     list_select_related = ("partner", "server_owner")
     autocomplete_fields = ("server_owner", "partner")
+    readonly_fields = ("created_by", "created_at")
     date_hierarchy = "created_at"
 
+    def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
+        if selectors.sees_all_partners(request.user):
+            return qs
+        mine = selectors.partners_for(request.user)
+        # A global suppression naming an owner concerns that owner's partner only; a global
+        # address concerns everyone (any partner may meet it in a contact chain).
+        return qs.filter(
+            Q(partner__in=mine)
+            | Q(partner__isnull=True, server_owner__isnull=True)
+            | Q(partner__isnull=True, server_owner__partner__in=mine)
+        )
+
+    @admin.display(description="Stops letters of", ordering="partner__country")
+    def scope(self, obj: Suppression) -> str:
+        return obj.partner.country if obj.partner else "every partner (global)"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_global and not selectors.sees_all_partners(request.user):
+            return False  # the lead's global suppressions are read-only for partners
+        return super().has_change_permission(request, obj)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "partner" in form.base_fields and not selectors.sees_all_partners(request.user):
+            form.base_fields["partner"].required = True  # only the lead adds global ones
+        return form
+
     def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
+        if obj.partner_id is None and not selectors.sees_all_partners(request.user):
+            raise PermissionDenied  # the form requires a partner; never trust that alone
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+
+
+class HasRejectedRowsFilter(admin.SimpleListFilter):
+    title = "rejected rows"
+    parameter_name = "rejected"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> Any:
+        return (("yes", "Some rows rejected"), ("no", "No rows rejected"))
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(Q(rows_rejected__gt=0) | Q(status=ImportBatch.Status.FAILED))
+        if self.value() == "no":
+            return queryset.filter(rows_rejected=0).exclude(status=ImportBatch.Status.FAILED)
+        return queryset
 
 
 @admin.register(ImportBatch)
@@ -489,10 +718,25 @@ class ImportBatchAdmin(LeadOnlyAdmin):
         "status",
         "rows_kept",
         "rows_rejected",
+        "first_problem",
         "campaign",
+        "uploaded_by",
         "created_at",
+        "finished_at",
     )
-    list_filter = ("format", "status")
+    list_select_related = ("campaign", "uploaded_by")
+
+    @admin.display(description="First problem")
+    def first_problem(self, obj: ImportBatch) -> str:
+        if obj.status == ImportBatch.Status.FAILED and obj.failure:
+            return f"File rejected: {obj.failure}"[:160]
+        if obj.errors:
+            first = obj.errors[0]
+            more = f" (+{obj.rows_rejected - 1} more)" if obj.rows_rejected > 1 else ""
+            return f"line {first.get('line') or '?'}: {first.get('reason', '')}{more}"[:160]
+        return "—"
+
+    list_filter = ("format", "status", HasRejectedRowsFilter)
     search_fields = ("file_name",)
     date_hierarchy = "created_at"
     # A batch is a record of what a file did: nothing on it is edited; new ones come from the
@@ -541,15 +785,108 @@ class ImportBatchAdmin(LeadOnlyAdmin):
             self.start_scan(request, ids, f"import {batch.file_name} (#{batch.pk})")
 
 
-@admin.register(CaseSequence)
-class CaseSequenceAdmin(LeadOnlyAdmin):
-    list_display = ("year", "last")
+class JobHasErrorsFilter(admin.SimpleListFilter):
+    title = "errors"
+    parameter_name = "errors"
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    def lookups(self, request: HttpRequest, model_admin: Any) -> Any:
+        return (("yes", "With errors"), ("no", "Without errors"))
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(Q(error_count__gt=0) | Q(status=AttributionJob.Status.FAILED))
+        if self.value() == "no":
+            return queryset.filter(error_count=0).exclude(status=AttributionJob.Status.FAILED)
+        return queryset
+
+
+@admin.register(AttributionJob)
+class AttributionJobAdmin(PartnerScopedAdmin):
+    """A record of each "Run attribution": the user lands here after starting one."""
+
+    partner_field = "started_by__memberships__partner"
+    list_display = (
+        "__str__",
+        "status",
+        "started_by",
+        "created_at",
+        "finished_at",
+        "attributed",
+        "error_count",
+        "first_error",
+    )
+    list_filter = ("status", JobHasErrorsFilter)
+    list_select_related = ("started_by",)
+    date_hierarchy = "created_at"
+    fields = (
+        "status",
+        "started_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "targets_total",
+        "summary",
+        "error_table",
+        "failure",
+    )
+    readonly_fields = fields
+    change_form_template = "admin/campaign/attributionjob/change_form.html"
+
+    def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
+        return super().scope_queryset(request, qs).distinct()
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+        return False  # started from Targets → "Run attribution"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a record of what ran
+
+    @admin.display(description="Attributed")
+    def attributed(self, obj: AttributionJob) -> str:
+        if obj.status in (AttributionJob.Status.QUEUED, AttributionJob.Status.RUNNING):
+            return "…"
+        return f"{obj.counts.get('attributed', 0)} / {obj.targets_total}"
+
+    @admin.display(description="First error")
+    def first_error(self, obj: AttributionJob) -> str:
+        if obj.failure:
+            return obj.failure[:160]
+        if obj.errors:
+            first = obj.errors[0]
+            return f"{first.get('target', '')}: {first.get('error', '')}"[:160]
+        return "—"
+
+    @admin.display(description="Result")
+    def summary(self, obj: AttributionJob) -> str:
+        if obj.status == AttributionJob.Status.QUEUED:
+            return "Waiting for a worker."
+        if obj.status == AttributionJob.Status.RUNNING:
+            return "Running: this page reloads until it ends."
+        c = obj.counts or {}
+        return (
+            f"{c.get('attributed', 0)} of {obj.targets_total} target(s) attributed; "
+            f"{c.get('errors', 0)} error(s) ({c.get('rate_limited', 0)} rate-limited, "
+            f"{c.get('timeouts', 0)} timed out); {c.get('cases', 0)} case(s) touched."
+        )
+
+    @admin.display(description="Errors per target")
+    def error_table(self, obj: AttributionJob) -> str:
+        if not obj.errors:
+            return "No errors."
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td></tr>",
+            ((e.get("target", ""), e.get("error", "")) for e in obj.errors),
+        )
+        return format_html(
+            '<table class="job-errors"><thead><tr><th>Target</th><th>Error</th></tr></thead>'
+            "<tbody>{}</tbody></table>",
+            body,
+        )
+
+
+# Case sequences are bookkeeping for references (SYS-<year>-<n>): no one works with them, so
+# they have no admin page.
 
 
 # Scanning's models are scoped through their owner, which only campaign knows; accounts and

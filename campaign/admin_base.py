@@ -22,7 +22,34 @@ from campaign.models import Membership, Partner
 from scanning.models import ScanRun
 
 
-class ScopedAdmin(admin.ModelAdmin):
+def log_service_action(request: HttpRequest, objects: Any, message: str) -> None:
+    """Actions that go through a service (queue a letter, approve, scan) in the admin's own log,
+    so "Recent actions" and each object's history show them as they show edits."""
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    objects = [objects] if isinstance(objects, models.Model) else list(objects)
+    user = request.user
+    if not objects or not user.is_authenticated:
+        return
+    LogEntry.objects.log_actions(
+        user_id=user.pk, queryset=objects, action_flag=CHANGE, change_message=message
+    )
+
+
+class LeadOnlyFieldsMixin:
+    """`lead_only_fields` are read-only for partner staff: facts from scans, imports and RDAP,
+    and whatever steers attribution or routing. Only the lead agency's staff edit them."""
+
+    lead_only_fields: tuple[str, ...] = ()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        if self.lead_only_fields and not selectors.sees_all_partners(request.user):
+            fields += tuple(f for f in self.lead_only_fields if f not in fields)
+        return fields
+
+
+class ScopedAdmin(LeadOnlyFieldsMixin, admin.ModelAdmin):
     """Base: scoped foreign-key choices and role-based permissions. Subclasses set the scope."""
 
     change_role: str = Membership.Role.CASEWORKER
@@ -112,6 +139,7 @@ class ScopedAdmin(admin.ModelAdmin):
             target_ids=target_ids, label=label, requested_by=cast(User, request.user)
         )
         url = reverse("admin:scanning_scanrun_change", args=[run.pk])
+        log_service_action(request, run, f"Started a scan of {run.targets_total} target(s).")
         self.message_user(
             request,
             format_html(

@@ -8,12 +8,14 @@ from typing import Any
 
 from django.contrib import admin
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from campaign import selectors
-from campaign.admin_base import LeadOnlyAdmin, PartnerScopedAdmin
+from campaign.admin_base import LeadOnlyAdmin, PartnerScopedAdmin, log_service_action
 from scanning.models import CanaryHit, Exclusion, Finding, ScanBatch, ScanRun, Target
 
 DIRECTION_LABELS = {">": "scanner", "<": "server", "!": "note"}
@@ -61,8 +63,25 @@ class TargetAdmin(PartnerScopedAdmin):
     search_fields = ("ip", "hostname")
     date_hierarchy = "last_seen"
     readonly_fields = ("created_at", "sources", "source_data")
+    # Facts from scans and imports. Were the address editable, a re-check would probe wherever
+    # a caseworker pointed it.
+    lead_only_fields = (
+        "ip",
+        "port",
+        "protocol",
+        "hostname",
+        "asn",
+        "geo_country",
+        "first_seen",
+        "last_seen",
+    )
     inlines = (FindingInline,)
     actions = ("run_attribution", "scan_targets")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Targets come from imports and scans, the lead's. A partner's add form would also
+        # answer "already exists" for another partner's target, confirming it is on record.
+        return selectors.sees_all_partners(request.user) and super().has_add_permission(request)
 
     @admin.action(description="Scan selected targets", permissions=["scan"])
     def scan_targets(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -70,12 +89,15 @@ class TargetAdmin(PartnerScopedAdmin):
         self.start_scan(request, ids, f"{len(ids)} target(s) selected by {request.user}")
 
     @admin.action(description="Run attribution", permissions=["change"])
-    def run_attribution(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from campaign.tasks import attribute_targets as attribute_targets_task
+    def run_attribution(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+        from campaign.attribution.services import attribution_job_start
 
         ids = list(queryset.values_list("id", flat=True))
-        attribute_targets_task.delay_on_commit(ids)
+        job = attribution_job_start(target_ids=ids, actor=request.user)
+        log_service_action(request, job, f"Started attribution of {len(ids)} target(s).")
         self.message_user(request, f"Attribution queued for {len(ids)} target(s).")
+        # The user lands on the job's record: counts and errors per target as the worker ends.
+        return redirect(reverse("admin:campaign_attributionjob_change", args=[job.pk]))
 
 
 @admin.register(Finding)
@@ -131,22 +153,60 @@ class ScanBatchInline(admin.TabularInline):
 @admin.register(ScanRun)
 class ScanRunAdmin(LeadOnlyAdmin):
     inlines = (ScanBatchInline,)
-    list_display = ("__str__", "status", "progress", "verdict_summary", "created_at", "finished_at")
+    list_display = (
+        "__str__",
+        "status",
+        "requested_by",
+        "progress",
+        "verdict_summary",
+        "refused_count",
+        "created_at",
+        "finished_at",
+    )
     list_filter = ("status",)
+    list_select_related = ("requested_by",)
     search_fields = ("label",)
     date_hierarchy = "created_at"
     readonly_fields = (
         "status",
+        "requested_by",
         "progress",
         "verdict_summary",
         "targets_total",
         "targets_done",
+        "refusal_table",
         "created_at",
         "started_at",
         "finished_at",
         "note",
     )
-    exclude = ("targets", "verdict_counts")
+    exclude = ("targets", "verdict_counts", "refusals")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A run that has ended is a record; only a pending or running one can still be relabelled.
+        if obj is not None and obj.status not in (ScanRun.Status.PENDING, ScanRun.Status.RUNNING):
+            return False
+        return super().has_change_permission(request, obj)
+
+    @admin.display(description="Refused")
+    def refused_count(self, obj: ScanRun) -> int:
+        return int((obj.verdict_counts or {}).get("refused", 0))
+
+    @admin.display(description="Refused targets (never probed)")
+    def refusal_table(self, obj: ScanRun) -> str:
+        if not obj.refusals:
+            refused = self.refused_count(obj)
+            return f"{refused} target(s) refused." if refused else "None."
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td></tr>",
+            ((r.get("target", ""), r.get("reason", "")) for r in obj.refusals),
+        )
+        return format_html(
+            '<table class="scan-refusals"><thead><tr><th>Target</th><th>Why it was not probed'
+            "</th></tr></thead><tbody>{}</tbody></table>",
+            body,
+        )
 
     @admin.display(description="Progress")
     def progress(self, obj: ScanRun) -> str:

@@ -1,4 +1,4 @@
-"""Demo data of `load_demo`: the 26 partners of BRIEF.md, staff, a campaign, owners, cases."""
+"""Demo data of `load_demo`: the 26 partner nations, staff, a campaign, owners, cases."""
 
 from __future__ import annotations
 
@@ -63,6 +63,59 @@ TIME_ZONES: dict[str, str] = {
     "CY": "Asia/Nicosia",
 }
 LEAD_COUNTRY = "US"
+
+# The agency, country and signatory as letters in each language print them; languages not
+# listed use the English fields.
+LOCAL_NAMES: dict[str, dict[str, dict[str, str]]] = {
+    "JP": {
+        "ja": {
+            "agency": "総務省",
+            "country_name": "日本",
+            "signatory_name": "セキュア・ユア・サーバー担当",
+            "signatory_title": "ネットワークセキュリティ啓発室",
+        }
+    },
+    "KR": {
+        "ko": {
+            "agency": "한국인터넷진흥원",
+            "country_name": "대한민국",
+            "signatory_name": "Secure Your Server 담당팀",
+            "signatory_title": "네트워크 보안 안내",
+        }
+    },
+    "TW": {
+        "zh-hant": {
+            "agency": "國家通訊傳播委員會",
+            "country_name": "臺灣",
+            "signatory_name": "Secure Your Server 專案小組",
+            "signatory_title": "網路安全推廣",
+        }
+    },
+    "DE": {"de": {"country_name": "Deutschland", "signatory_title": "Netzsicherheit"}},
+    "CH": {
+        "de": {"country_name": "Schweiz", "signatory_title": "Netzsicherheit"},
+        "fr": {
+            "agency": "Office fédéral de la communication OFCOM",
+            "country_name": "Suisse",
+            "signatory_title": "Sécurité des réseaux",
+        },
+        "it": {
+            "agency": "Ufficio federale delle comunicazioni UFCOM",
+            "country_name": "Svizzera",
+            "signatory_title": "Sicurezza delle reti",
+        },
+    },
+    "BE": {
+        "nl": {"agency": "FOD Economie", "country_name": "België"},
+        "fr": {"agency": "SPF Economie", "country_name": "Belgique"},
+    },
+    "CA": {
+        "fr": {
+            "agency": "Conseil de la radiodiffusion et des télécommunications canadiennes",
+            "signatory_title": "Sensibilisation à la sécurité des réseaux",
+        }
+    },
+}
 
 # Staff with one role each, for two partners; the lead agency gets a caseworker who sees all.
 STAFF: list[tuple[str, str, str]] = [

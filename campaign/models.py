@@ -35,6 +35,24 @@ def validate_time_zone(value: str) -> None:
         raise ValidationError(f"{value!r} is not an IANA time zone name.") from exc
 
 
+NAME_KEYS = ("agency", "country_name", "signatory_name", "signatory_title")
+
+
+def validate_partner_names(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError('Give names per language: {"ja": {"agency": "…"}}.')
+    for language, names in value.items():
+        if language not in LANGUAGE_CODES:
+            raise ValidationError(f"{language!r} is not a letter language code (ja, zh-hant).")
+        if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+            raise ValidationError(f"{language}: give a mapping of names to text.")
+        unknown = sorted(set(names) - set(NAME_KEYS))
+        if unknown:
+            raise ValidationError(
+                f"{language}: unknown key(s) {', '.join(unknown)}; use {', '.join(NAME_KEYS)}."
+            )
+
+
 class Partner(models.Model):
     """A national agency; the lead regulator is one partner too."""
 
@@ -63,6 +81,16 @@ class Partner(models.Model):
         help_text="The schedule leaves this partner's cases alone (re-probes, reminders, "
         "escalation) until resumed; they keep their dates.",
     )
+    names = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_partner_names],
+        help_text=(
+            "The agency's name and signatory per letter language, e.g. "
+            '{"ja": {"agency": "総務省", "signatory_name": "…", "signatory_title": "…"}}; '
+            "a language without an entry uses the fields above."
+        ),
+    )
 
     class Meta:
         ordering = ["country"]
@@ -77,6 +105,11 @@ class Partner(models.Model):
 
     def __str__(self) -> str:
         return f"{self.country_name} ({self.agency})"
+
+    def localized(self, language: str) -> dict[str, str]:
+        """Agency, country and signatory as written in `language` (the fields as a fallback)."""
+        own = (self.names or {}).get(language) or {}
+        return {key: own.get(key) or getattr(self, key) for key in NAME_KEYS}
 
     @property
     def letter_languages(self) -> list[str]:
@@ -107,6 +140,12 @@ class Membership(models.Model):
         return f"{self.user} @ {self.partner.country} ({self.role})"
 
 
+class CampaignQuerySet(models.QuerySet["Campaign"]):
+    def current(self) -> Campaign | None:
+        """The campaign new findings join: the active one that started last."""
+        return self.filter(is_active=True).order_by("-starts_on", "-id").first()
+
+
 class Campaign(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
@@ -135,6 +174,8 @@ class Campaign(models.Model):
         help_text="The schedule leaves every case of this campaign alone until resumed.",
     )
     scan_runs = models.ManyToManyField("scanning.ScanRun", blank=True, related_name="campaigns")
+
+    objects = CampaignQuerySet.as_manager()
 
     class Meta:
         ordering = ["-starts_on"]
@@ -338,6 +379,9 @@ class CaseSequence(models.Model):
     year = models.PositiveIntegerField(primary_key=True)
     last = models.PositiveIntegerField(default=0)
 
+    class Meta:
+        verbose_name = "case number sequence"
+
 
 class CaseEvent(models.Model):
     """Append-only audit of a case: every status change and every action, with its actor."""
@@ -381,8 +425,24 @@ class CaseEvent(models.Model):
         return f"{self.case} {self.kind} {self.at:%Y-%m-%d %H:%M}"
 
 
+class SuppressionQuerySet(models.QuerySet["Suppression"]):
+    def active(self, at: datetime | None = None) -> SuppressionQuerySet:
+        """In force at `at` (now): the query form of `Suppression.is_active`."""
+        at = at or timezone.now()
+        return self.filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=at))
+
+    def affecting(self, partner: Partner | int) -> SuppressionQuerySet:
+        """The ones that apply to this partner's cases: its own and the lead's global ones."""
+        partner_id = partner if isinstance(partner, int) else partner.pk
+        return self.filter(models.Q(partner__isnull=True) | models.Q(partner_id=partner_id))
+
+
 class Suppression(models.Model):
-    """Do not contact this address (or owner) until it expires."""
+    """Do not contact this address (or owner) until it expires.
+
+    Scoped to a partner: it stops only that partner's letters, so one agency can never silence
+    another's. A suppression with no partner is global; only the lead agency adds those.
+    """
 
     class Reason(models.TextChoices):
         OPT_OUT = "opt_out", "Opt-out by the recipient"
@@ -390,7 +450,14 @@ class Suppression(models.Model):
         COMPLAINT = "complaint", "Complaint (ESP)"
         OTHER = "other", "Other"
 
-    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="suppressions")
+    partner = models.ForeignKey(
+        Partner,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="suppressions",
+        help_text="Whose letters it stops. Empty: every partner's (the lead agency's call).",
+    )
     email = models.EmailField(blank=True, db_index=True)
     server_owner = models.ForeignKey(
         ServerOwner, null=True, blank=True, on_delete=models.CASCADE, related_name="suppressions"
@@ -402,6 +469,8 @@ class Suppression(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = SuppressionQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -416,6 +485,10 @@ class Suppression(models.Model):
 
     def is_active(self, at: datetime | None = None) -> bool:
         return self.expires_at is None or self.expires_at > (at or timezone.now())
+
+    @property
+    def is_global(self) -> bool:
+        return self.partner_id is None
 
 
 class ImportBatch(models.Model):
@@ -452,6 +525,7 @@ class ImportBatch(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["created_at"])]
+        verbose_name_plural = "import batches"
 
     def __str__(self) -> str:
         return f"{self.file_name} ({self.format})"
@@ -474,6 +548,8 @@ class RdapNetworkCache(models.Model):
     expires_at = models.DateTimeField()
 
     class Meta:
+        verbose_name = "RDAP network cache entry"
+        verbose_name_plural = "RDAP network cache"
         constraints = [
             models.UniqueConstraint(
                 fields=["ip_version", "start_hex", "end_hex"], name="rdap_cache_unique_range"
@@ -483,3 +559,33 @@ class RdapNetworkCache(models.Model):
 
     def __str__(self) -> str:
         return self.network_cidr
+
+
+class AttributionJob(models.Model):
+    """One "Run attribution" from the admin: what it was asked to do and what each target gave."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target_ids = models.JSONField(default=list)
+    targets_total = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True, help_text="attributed, errors, cases…")
+    errors = models.JSONField(default=list, blank=True, help_text="[{target, error}]")
+    error_count = models.PositiveIntegerField(default=0)
+    failure = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"Attribution #{self.pk} ({self.targets_total} target(s))"

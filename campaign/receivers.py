@@ -27,7 +27,7 @@ def on_finding_recorded(sender: Any, finding: Finding, **kwargs: Any) -> None:
         .select_related("server_owner__partner")
         .first()
     )
-    campaign = Campaign.objects.filter(is_active=True).order_by("-starts_on", "-id").first()
+    campaign = Campaign.objects.current()
     if attribution is None or attribution.server_owner is None:
         # Unknown owner: attribution finds it (reverse DNS, RDAP) and then opens the case.
         if settings.ATTRIBUTE_AFTER_SCAN:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, cast
+import ipaddress
+import re
+from typing import NamedTuple, TypeVar, cast
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import Model, Q, QuerySet
 
 from campaign.models import Membership, Partner
 
 AnyUser = User | AnonymousUser
+_M = TypeVar("_M", bound=Model)
 
 ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.CASEWORKER: 1, Membership.Role.APPROVER: 2}
 
@@ -77,3 +81,45 @@ def has_role(user: AnyUser, role: str, partner: Partner | None = None) -> bool:
         if r.partner_is_lead and role != Membership.Role.APPROVER:
             return True
     return False
+
+
+def visible(qs: QuerySet[_M], user: AnyUser, *, partner_field: str = "partner") -> QuerySet[_M]:
+    """`qs` narrowed to what `user` may see: the admin's scoping rule, for any other reader."""
+    if sees_all_partners(user):
+        return qs
+    return qs.filter(**{f"{partner_field}__in": partners_for(user)})
+
+
+def lead_partner() -> Partner | None:
+    return Partner.objects.filter(is_lead=True).first()
+
+
+AS_NUMBER = re.compile(r"^\s*AS\s?(\d{1,10})\s*$", re.IGNORECASE)
+
+
+def network_query(term: str) -> Q | None:
+    """A case filter for an IP address, a CIDR network or an AS number (AS64500), else None."""
+    term = term.strip()
+    match = AS_NUMBER.match(term)
+    if match:
+        asn = int(match[1])
+        return Q(findings__target__asn=asn) | Q(server_owner__attributions__asn=asn)
+    try:
+        if "/" not in term:
+            return Q(findings__target__ip=str(ipaddress.ip_address(term)))
+        network = ipaddress.ip_network(term, strict=False)
+    except ValueError:
+        return None
+    from scanning.models import Target
+
+    if connection.vendor == "postgresql":  # inet containment, served by the address index
+        inside = Target.objects.extra(where=["ip <<= %s::inet"], params=[str(network)])
+    else:  # SQLite keeps addresses as text: compare them as addresses
+        inside = Target.objects.filter(
+            id__in=[
+                pk
+                for pk, ip in Target.objects.values_list("id", "ip").iterator()
+                if ipaddress.ip_address(ip) in network
+            ]
+        )
+    return Q(findings__target__in=inside.values("id"))

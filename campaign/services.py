@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -182,10 +182,10 @@ def owner_triage_reason(owner: ServerOwner) -> str:
     return f"No partner agency for {owner.country}: lead agency triage."
 
 
-def owner_is_suppressed(owner: ServerOwner) -> bool:
-    """Suppressed as a whole, or every usable contact has asked not to be written to."""
-    now = timezone.now()
-    active = Suppression.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+def owner_is_suppressed(owner: ServerOwner, *, partner: Partner) -> bool:
+    """Suppressed as a whole, or every usable contact has asked not to be written to, as far as
+    `partner`'s letters go (the case's partner): its own suppressions and the global ones."""
+    active = Suppression.objects.active().affecting(partner)
     if active.filter(server_owner=owner).exists():
         return True
     # The partner agency's own address is never written to, so it keeps no letter going; and
@@ -260,7 +260,7 @@ def case_settle(*, case: Case, actor_label: str = "system") -> Case:
         verdict__in=(Verdict.CONFIRMED_OPEN, Verdict.LIKELY_OPEN)
     ).exists()
     attention: str | None = None
-    if owner_is_suppressed(owner):
+    if owner_is_suppressed(owner, partner=case.partner):
         target, note = Case.Status.SUPPRESSED, "A contact of this owner asked not to be written to."
     elif not strong:
         target, note = Case.Status.NEEDS_REVIEW, "Weak evidence only."
@@ -338,26 +338,34 @@ def case_reprobe_start(*, case: Case, actor_label: str, why: str = "") -> ScanRu
 
 CORRECTION_REASONS = {
     "not_mine": "The recipient says this is not their server.",
-    "other_contact": "The recipient asks to write to another contact: {email}.",
+    "other_contact": "The recipient asks to write to another contact: {contact}.",
 }
 
 
 @transaction.atomic
 def case_correction(
-    *, case: Case, kind: str, email: str = "", note: str = "", actor_label: str = "recipient"
+    *,
+    case: Case,
+    kind: str,
+    email: str = "",
+    name: str = "",
+    note: str = "",
+    actor_label: str = "recipient",
 ) -> CaseEvent:
     """A correction from the recipient: recorded and sent to the partner's review queue. Nothing
-    else changes automatically (no contact added, no owner changed): staff decide."""
+    else changes automatically (no contact added, no owner changed): staff decide. Every
+    suggestion is its own event with its data; a later one never replaces an earlier one."""
     if kind not in CORRECTION_REASONS:
         raise ValueError(f"unknown correction {kind!r}")
     case = Case.objects.select_for_update().get(pk=case.pk)
-    reason = CORRECTION_REASONS[kind].format(email=email)
+    contact = f"{name} <{email}>" if name and email else email
+    reason = CORRECTION_REASONS[kind].format(contact=contact)
     event = case_record_event(
         case=case,
         kind=CaseEvent.Kind.CORRECTION,
         actor_label=actor_label,
         note=" ".join(part for part in (reason, note) if part),
-        data={"correction": kind, "email": email, "note": note},
+        data={"correction": kind, "email": email, "name": name, "note": note},
     )
     attention = Attention.NOT_MINE if kind == "not_mine" else Attention.OTHER_CONTACT
     if workflow.can_transition(case.status, Case.Status.NEEDS_REVIEW):
@@ -368,9 +376,10 @@ def case_correction(
             note=reason,
             attention=attention,
         )
-    else:  # already in review (say why once more), or past it: a person reads it all the same
+    else:  # already in review, or past it: a person reads it all the same
         fields: dict[str, Any] = {}
-        if case.status == Case.Status.NEEDS_REVIEW:
+        if case.status == Case.Status.NEEDS_REVIEW and not case.review_reason:
+            # The first reason stands; this one is in its own event.
             fields["review_reason"] = reason[:255]
         case_attention_set(case=case, attention=attention, note=reason, **fields)
     return event
@@ -385,8 +394,7 @@ def case_opt_out(
     case = (
         Case.objects.select_related("server_owner").select_for_update(of=("self",)).get(pk=case.pk)
     )
-    now = timezone.now()
-    active = Suppression.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    active = Suppression.objects.active().affecting(case.partner)
     # With no address known (a link without a letter, an owner without contacts): the owner.
     who = {"email": email} if email else {"server_owner": case.server_owner}
     lookup = {"email__iexact": email} if email else {"server_owner": case.server_owner}

@@ -55,5 +55,13 @@ def reschedule_campaign(campaign_id: int) -> int:
 reschedule_campaign_task = reschedule_campaign
 
 
+@shared_task(name="campaign.attribute_job")
+def attribute_job(job_id: int) -> None:
+    """An attribution started from the admin, recorded on its job row."""
+    from campaign.attribution import services
+
+    services.attribution_job_run(job_id=job_id)
+
+
 # Celery discovers campaign/tasks.py only; the intake task lives with the intake code.
 from campaign.intake.tasks import import_targets  # noqa: E402,F401

@@ -25,7 +25,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
         {S.ESCALATED, S.FIXED, S.UNRESPONSIVE, S.NEEDS_REVIEW, S.SUPPRESSED, S.WITHDRAWN}
     ),
     S.ESCALATED: frozenset({S.FIXED, S.UNRESPONSIVE, S.NEEDS_REVIEW, S.WITHDRAWN, S.SUPPRESSED}),
-    # A new open finding reopens a fixed case (BRIEF.md); it needs review before another letter.
+    # A new open finding reopens a fixed case; it needs review before another letter.
     S.FIXED: frozenset({S.NEEDS_REVIEW, S.READY}),
     S.UNRESPONSIVE: frozenset({S.FIXED, S.NEEDS_REVIEW}),
     S.WITHDRAWN: frozenset({S.NEEDS_REVIEW}),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
@@ -13,6 +15,13 @@ class SecureAdminSite(admin.AdminSite):
     site_header = "Secure Your Server"
     site_title = "Secure Your Server"
     index_title = "Campaign administration"
+    # The front page is the campaign dashboard; the model list sits beside it.
+    index_template = "reporting/dashboard.html"
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        from reporting.views import dashboard_context  # reporting imports the apps below it
+
+        return super().index(request, {**dashboard_context(request), **(extra_context or {})})
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
         urls = super().get_urls()
@@ -23,7 +32,12 @@ class SecureAdminSite(admin.AdminSite):
             self.admin_view(self.scoped_shortcut),
             name="view_on_site",
         )
-        return [ours] + [u for u in urls if getattr(u, "name", None) != "view_on_site"]
+        from reporting.views import refresh_view
+
+        refresh = path(
+            "dashboard/refresh/", self.admin_view(refresh_view), name="reporting_refresh"
+        )
+        return [ours, refresh] + [u for u in urls if getattr(u, "name", None) != "view_on_site"]
 
     def scoped_shortcut(
         self, request: HttpRequest, content_type_id: int, object_id: str

@@ -25,7 +25,7 @@ def public_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
         response["X-Content-Type-Options"] = "nosniff"
         response["Cross-Origin-Opener-Policy"] = "same-origin"
         response["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
-        response["Cache-Control"] = "no-store"
+        response.setdefault("Cache-Control", "no-store")  # unless the view says it may be cached
         return response
 
     return wrapped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -34,6 +35,10 @@ INSTALLED_APPS = [
     "scanning",
     "campaign",
     "letters",
+    "reporting",
+    "rest_framework",
+    "drf_spectacular",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -144,6 +149,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 24 * 60 * 60,
         "options": {"expires": 60 * 60},
     },
+    "refresh-figures": {
+        "task": "reporting.refresh_figures",
+        "schedule": env_int("FIGURES_REFRESH_SECONDS", 10 * 60, minimum=10),
+        "options": {"expires": 5 * 60},
+    },
 }
 
 # --- Mail ---------------------------------------------------------------------------------------
@@ -183,27 +193,61 @@ elif MAIL_ESP in _ESP_BACKENDS:
         if not MAIL_ESP_API_KEY:
             raise ImproperlyConfigured(f"MAIL_ESP={MAIL_ESP} needs MAIL_ESP_API_KEY.")
         ANYMAIL[_key_setting] = MAIL_ESP_API_KEY
+    # The tracking webhooks change letters and suppress addresses: a real ESP without the
+    # secret its webhooks must present would let anyone on the internet do that.
+    if not ANYMAIL_WEBHOOK_SECRET:
+        raise ImproperlyConfigured(
+            f"MAIL_ESP={MAIL_ESP} needs ANYMAIL_WEBHOOK_SECRET ('user:password' that the ESP's "
+            "tracking webhooks present)."
+        )
     if MAIL_ESP == "mailgun":
         ANYMAIL["MAILGUN_SENDER_DOMAIN"] = env_str("MAILGUN_SENDER_DOMAIN")
-        ANYMAIL["MAILGUN_WEBHOOK_SIGNING_KEY"] = env_str("MAILGUN_WEBHOOK_SIGNING_KEY")
+        # Mailgun signs each webhook with this key (Sending > Webhooks in its dashboard).
+        MAILGUN_WEBHOOK_SIGNING_KEY = env_str("MAILGUN_WEBHOOK_SIGNING_KEY")
+        if not MAILGUN_WEBHOOK_SIGNING_KEY:
+            raise ImproperlyConfigured(
+                "MAIL_ESP=mailgun needs MAILGUN_WEBHOOK_SIGNING_KEY (Mailgun's webhook signing "
+                "key) to verify its tracking webhooks."
+            )
+        ANYMAIL["MAILGUN_WEBHOOK_SIGNING_KEY"] = MAILGUN_WEBHOOK_SIGNING_KEY
+    if MAIL_ESP == "sendgrid":
+        # SendGrid is community-supported by django-anymail since 15.2 (its backend warns so on
+        # start); it can sign its event webhook, which anymail verifies when given the key.
+        _sendgrid_key = env_str("SENDGRID_WEBHOOK_VERIFICATION_KEY")
+        if _sendgrid_key:
+            ANYMAIL["SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"] = _sendgrid_key
 else:
     raise ImproperlyConfigured(
         f"MAIL_ESP={MAIL_ESP!r} is not one of: local, smtp, test, postmark, mailgun, "
-        "amazon_ses, sendgrid."
+        "amazon_ses, sendgrid (community-supported)."
     )
+# Tracking webhooks are mounted at /anymail/<esp>/tracking/ for the configured ESP only.
+ANYMAIL_WEBHOOK_ESPS: list[str] = [MAIL_ESP] if MAIL_ESP in _ESP_BACKENDS else []
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Secure Your Server <advisory@localhost>")
 # Remediation links stay valid this many days after their campaign ends.
 REMEDIATION_LINK_GRACE_DAYS = env_int("REMEDIATION_LINK_GRACE_DAYS", 30, minimum=0)
 # "I fixed it - check again" on a remediation page: at most one re-probe per case per this many
 # seconds.
 RECHECK_MIN_INTERVAL = env_int("RECHECK_MIN_INTERVAL", 10 * 60, minimum=0)
+# The recipient's forms (check again, not my server, another contact, opt-out): at most this many
+# posts per remediation link, and per client address, in each window of seconds (0: no limit).
+REMEDIATION_FORM_LIMIT_PER_LINK = env_int("REMEDIATION_FORM_LIMIT_PER_LINK", 10, minimum=0)
+REMEDIATION_FORM_LIMIT_PER_ADDRESS = env_int("REMEDIATION_FORM_LIMIT_PER_ADDRESS", 30, minimum=0)
+REMEDIATION_FORM_WINDOW = env_int("REMEDIATION_FORM_WINDOW", 60 * 60, minimum=1)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Staff-edited letter templates render under a budget (previews and workers alike): wall time,
+# loop iterations and characters written, so a runaway draft fails instead of burning a CPU.
+LETTER_RENDER_SECONDS = env_int("LETTER_RENDER_SECONDS", 5, minimum=1)
+LETTER_RENDER_MAX_ITERATIONS = env_int("LETTER_RENDER_MAX_ITERATIONS", 100_000, minimum=100)
+LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 2_000_000, minimum=10_000)
 
 # --- Scanner and canary -------------------------------------------------------------------------
 SCAN_ALLOW_PRIVATE = env_bool("SCAN_ALLOW_PRIVATE", False)
 SCANNER_NAME = env_str("SCANNER_NAME", "scanner.secure-your-server.invalid")
-SCANNER_OPERATOR = env_str("SCANNER_OPERATOR", "the lead agency of the Secure Your Server campaign")
-SCANNER_CONTACT_EMAIL = env_str("SCANNER_CONTACT_EMAIL", "scanner@localhost")
+# Who runs the scanner and where to write, as /scanning/ says; empty: the lead partner's agency
+# name and reply-to address.
+SCANNER_OPERATOR = env_str("SCANNER_OPERATOR", "")
+SCANNER_CONTACT_EMAIL = env_str("SCANNER_CONTACT_EMAIL", "")
 SCANNER_SOURCE_ADDRESSES = env_list("SCANNER_SOURCE_ADDRESSES", [])
 # The address campaign scans bind as their source; empty: the system's choice.
 SCAN_SOURCE_ADDRESS = env_str("SCAN_SOURCE_ADDRESS")
@@ -219,7 +263,17 @@ CANARY_SMTP_ADDR = env_host_port("CANARY_SMTP_ADDR", "")
 CANARY_SELFCHECK_ADDR = env_host_port("CANARY_SELFCHECK_ADDR", "")
 CANARY_SECRET = env_str("CANARY_SECRET")
 RDAP_BOOTSTRAP = env_str("RDAP_BOOTSTRAP", str(BASE_DIR / "campaign" / "rdap_bootstrap"))
+if RDAP_BOOTSTRAP.lower().startswith("http://"):
+    raise ImproperlyConfigured(
+        f"RDAP_BOOTSTRAP={RDAP_BOOTSTRAP!r}: RDAP is fetched over https only."
+    )
 RDAP_TIMEOUT = env_int("RDAP_TIMEOUT", 15, minimum=1)  # seconds per request; tests use less
+# One lookup's whole time: every connection, redirect, referral and read together.
+RDAP_DEADLINE = env_int("RDAP_DEADLINE", 45, minimum=1)
+# PEM file of the CAs that RDAP servers' certificates must chain to (default: the system store).
+RDAP_CA_BUNDLE = env_str("RDAP_CA_BUNDLE")
+if RDAP_CA_BUNDLE and not Path(RDAP_CA_BUNDLE).is_file():
+    raise ImproperlyConfigured(f"RDAP_CA_BUNDLE={RDAP_CA_BUNDLE!r} is not a file.")
 RDAP_CACHE_SECONDS = env_int("RDAP_CACHE_SECONDS", 7 * 24 * 60 * 60, minimum=0)
 # Reverse DNS: HOST:PORT of the resolver to ask; empty means the system's resolver.
 ATTRIBUTION_DNS_SERVER = env_host_port("ATTRIBUTION_DNS_SERVER", "")
@@ -232,7 +286,7 @@ ATTRIBUTION_DNS_TIMEOUT = env_int("ATTRIBUTION_DNS_TIMEOUT", 5, minimum=1)
 INTAKE_OWN_DOMAINS = env_list("INTAKE_OWN_DOMAINS", [])
 INTAKE_SYNC_MAX_BYTES = env_int("INTAKE_SYNC_MAX_BYTES", 4 * 1024 * 1024, minimum=0)
 
-# Campaign scans: batch size, manners and bounds (PROBES.md). Tests shrink the waits to seconds.
+# Campaign scans: batch size, manners and bounds (docs/probes.md). Tests shrink the waits.
 SCAN_BATCH_SIZE = env_int("SCAN_BATCH_SIZE", 50, minimum=1)
 SCAN_CONCURRENCY = env_int("SCAN_CONCURRENCY", 64, minimum=1)
 SCAN_NETWORK_RATE = float(env_int("SCAN_NETWORK_RATE", 2, minimum=0))  # sessions/s per /24, /48
@@ -269,6 +323,9 @@ LANGUAGES = [
 ]
 TIME_ZONE = "UTC"
 USE_I18N = True
+# The public pages' and our admin additions' translations: locale/<locale>/LC_MESSAGES/django.po,
+# compiled to .mo by `make install` and the image build (manage.py catalogues compile).
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_TZ = True
 
 STATIC_URL = "static/"
@@ -283,12 +340,42 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
-)
+# Behind a TLS-terminating proxy (the compose file's Caddy), which overwrites X-Forwarded-Proto:
+# trust it to say the request came over https. Never set it where clients reach gunicorn directly.
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
 if PUBLIC_BASE_URL.startswith("https://"):
+    # An https deployment is https everywhere: cookies only over TLS, http redirected, and
+    # browsers told (HSTS) never to try plain http again.
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 60 * 60, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+
+# --- Read-only API (/api/v1/) ---------------------------------------------------------------------
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "120/minute")
+if not re.match(r"^[0-9]+/(second|minute|hour|day)$", API_RATE_LIMIT):
+    raise ImproperlyConfigured(
+        f"API_RATE_LIMIT={API_RATE_LIMIT!r}: expected requests/period, e.g. 120/minute."
+    )
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.auth.IsPartnerMember"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.auth.TokenRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Secure Your Server partner API",
+    "DESCRIPTION": "Read-only: a partner's cases and findings, scoped as in the admin.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1/",
+}
 
 LOGGING = {
     "version": 1,

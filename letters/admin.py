@@ -13,16 +13,21 @@ from django.http import (
     HttpResponseNotAllowed,
     HttpResponseRedirect,
 )
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from campaign import selectors
-from campaign.admin import CaseAdmin
 from campaign.admin_base import PartnerScopedAdmin
-from campaign.models import Case
 from letters import links, rendering, services
+
+# Importing admin_case also registers the case page (the workbench) in place of campaign's.
+from letters.admin_case import LetterPdfMixin
 from letters.models import DeliveryEvent, Letter, LetterTemplate, RemediationLink
+from letters.render_budget import RenderBudgetExceeded
 
 # Staff-written HTML in a preview: no scripts, no remote loads, nothing but our styles and images.
 PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
@@ -52,6 +57,7 @@ class LetterTemplateAdmin(PartnerScopedAdmin):
         "version",
         "status",
         "tone_problems",
+        "blank_field_report",
         "approved_by",
         "approved_at",
         "created_by",
@@ -66,6 +72,7 @@ class LetterTemplateAdmin(PartnerScopedAdmin):
         "created_by",
         "created_at",
         "tone_problems",
+        "blank_field_report",
         "source_path",
     )
     autocomplete_fields = ("partner",)
@@ -79,14 +86,39 @@ class LetterTemplateAdmin(PartnerScopedAdmin):
 
     @admin.display(description="Tone check")
     def tone_problems(self, obj: LetterTemplate) -> str:
-        if not obj.tone_report:
-            return "—"
+        return tone_report_html(obj.tone_report)
+
+    @admin.display(description="Fields that would print nothing")
+    def blank_field_report(self, obj: LetterTemplate) -> str:
+        problems = template_blank_fields(obj)
+        if not problems:
+            return "None: every field the template prints has a value."
         return format_html(
-            "<ul>{}</ul>",
-            format_html_join(
-                "", "<li>{}</li>", ((json.dumps(p, ensure_ascii=False),) for p in obj.tone_report)
-            ),
+            '<ul class="template-flags">{}</ul>',
+            format_html_join("", "<li>{}</li>", ((p,) for p in problems)),
         )
+
+    def response_add(self, request: HttpRequest, obj: LetterTemplate, *args: Any) -> Any:
+        return self._to_saved_version(request, obj) or super().response_add(request, obj, *args)
+
+    def response_change(self, request: HttpRequest, obj: LetterTemplate) -> Any:
+        return self._to_saved_version(request, obj) or super().response_change(request, obj)
+
+    def _to_saved_version(self, request: HttpRequest, obj: LetterTemplate) -> Any:
+        # Every save makes a new version: "Save and continue editing" opens that one.
+        if "_continue" in request.POST:
+            return HttpResponseRedirect(
+                reverse("admin:letters_lettertemplate_change", args=[obj.pk])
+            )
+        return None
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        original = context.get("original")
+        if original is not None and original.pk:
+            context["approval_refusal"] = services.template_approval_refusal(original, request.user)
+        return super().render_change_form(request, context, *args, **kwargs)
 
     def save_model(
         self, request: HttpRequest, obj: LetterTemplate, form: Any, change: bool
@@ -147,13 +179,39 @@ class LetterTemplateAdmin(PartnerScopedAdmin):
         return True
 
     def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
+        """GET: what approving this version changes (a diff against the approved one), the
+        tone check and the flags; POST: approve it."""
         template = self._scoped_object(request, object_id)
-        self._approve(request, template)
-        return HttpResponseRedirect(
-            reverse("admin:letters_lettertemplate_change", args=[template.pk])
+        if request.method == "POST":
+            self._approve(request, template)
+            return HttpResponseRedirect(
+                reverse("admin:letters_lettertemplate_change", args=[template.pk])
+            )
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET", "POST"])
+        current = (
+            LetterTemplate.objects.filter(
+                partner=template.partner,
+                kind=template.kind,
+                language=template.language,
+                status=LetterTemplate.Status.APPROVED,
+            )
+            .exclude(pk=template.pk)
+            .first()
         )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Approve {template.partner.country} {template.kind}/{template.language} "
+            f"version {template.version}?",
+            "opts": self.model._meta,
+            "original": template,
+            "current": current,
+            "diffs": template_diffs(current, template),
+            "tone_html": tone_report_html(template.tone_report),
+            "blank_fields": template_blank_fields(template),
+            "refusal": services.template_approval_refusal(template, request.user),
+        }
+        return TemplateResponse(request, "admin/letters/lettertemplate/approve.html", context)
 
     @admin.action(description="Approve selected versions")
     def approve_templates(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -177,7 +235,14 @@ class LetterTemplateAdmin(PartnerScopedAdmin):
         error = next((e for e in map(rendering.sandbox_check, vars(source).values()) if e), None)
         if error:
             return HttpResponse(f"Template error: {error}", content_type="text/plain", status=400)
-        rendered = preview_render(template, source)
+        try:
+            rendered = preview_render(template, source)
+        except RenderBudgetExceeded as exc:  # a runaway draft: say so instead of burning a CPU
+            return HttpResponse(
+                gettext("Template error: %(error)s") % {"error": exc},
+                content_type="text/plain; charset=utf-8",
+                status=400,
+            )
         if fmt == "pdf":
             response = HttpResponse(rendering.letter_pdf(rendered), content_type="application/pdf")
             response["Content-Disposition"] = (
@@ -191,22 +256,78 @@ class LetterTemplateAdmin(PartnerScopedAdmin):
         return response
 
 
-def preview_render(template: LetterTemplate, source: rendering.TemplateSource) -> Any:
-    """On the partner's newest case, or a built-in sample when it has none; never a real link."""
-    case = (
-        Case.objects.filter(partner=template.partner)
-        .select_related("partner", "server_owner", "campaign")
-        .order_by("-opened_at", "-id")
-        .first()
-    )
-    if case is not None:
-        return rendering.render_case(
-            case,
-            kind=template.kind,
-            language=template.language,
-            source=source,
-            remediation_url=links.PREVIEW_URL,
+FIELD_LABELS = {"subject": "subject", "body_html": "HTML body", "body_text": "text body"}
+
+
+def tone_sentences(report: list[dict[str, Any]]) -> list[str]:
+    """The tone check's findings as sentences with the line and the phrase."""
+    sentences = []
+    for problem in report:
+        where = FIELD_LABELS.get(problem.get("field", ""), "template")
+        line = problem.get("line")
+        at = f"Line {line} of the {where}" if line else f"The {where}"
+        phrase = problem.get("phrase") or problem.get("problem", "")
+        reason = problem.get("reason", "")
+        sentences.append(
+            f"{at}: “{phrase}” reads as accusatory ({reason}). Rephrase it as advice."
+            if reason
+            else f"{at}: {phrase}"
         )
+    return sentences
+
+
+def tone_report_html(report: list[dict[str, Any]]) -> str:
+    if not report:
+        return "No problems: the wording is advisory."
+    return format_html(
+        '<ul class="tone-report">{}</ul>',
+        format_html_join("", "<li>{}</li>", ((s,) for s in tone_sentences(report))),
+    )
+
+
+def template_blank_fields(template: LetterTemplate) -> list[str]:
+    context = rendering.sample_context(
+        template.partner,
+        kind=template.kind,
+        language=template.language,
+        remediation_url=links.PREVIEW_URL,
+    )
+    found: list[str] = []
+    for source in (template.subject, template.body_html, template.body_text):
+        for problem in rendering.blank_fields(source or "", context):
+            if problem not in found:
+                found.append(problem)
+    return found
+
+
+def template_diffs(
+    current: LetterTemplate | None, template: LetterTemplate
+) -> list[dict[str, Any]]:
+    """Side by side, per part: the approved version's text against this version's."""
+    import difflib
+
+    diffs = []
+    for field, label in FIELD_LABELS.items():
+        old = getattr(current, field, "") if current is not None else ""
+        new = getattr(template, field)
+        if old == new:
+            diffs.append({"label": label, "unchanged": True, "table": ""})
+            continue
+        table = difflib.HtmlDiff(tabsize=2, wrapcolumn=70).make_table(
+            old.splitlines(),
+            new.splitlines(),
+            f"approved v{current.version}" if current is not None else "(nothing approved)",
+            f"this version (v{template.version})",
+            context=current is not None,
+            numlines=2,
+        )
+        diffs.append({"label": label, "unchanged": False, "table": mark_safe(table)})  # noqa: S308
+    return diffs
+
+
+def preview_render(template: LetterTemplate, source: rendering.TemplateSource) -> Any:
+    """On a sample case with every field filled (a real case may lack, say, an earlier letter
+    for a reminder to mention); the partner's own names and dates; never a real link."""
     context = rendering.sample_context(
         template.partner,
         kind=template.kind,
@@ -234,7 +355,7 @@ class DeliveryEventInline(admin.TabularInline):
 
 
 @admin.register(Letter)
-class LetterAdmin(PartnerScopedAdmin):
+class LetterAdmin(LetterPdfMixin, PartnerScopedAdmin):
     partner_field = "case__partner"
     list_display = ("case", "kind", "language", "recipient_email", "status", "sent_at")
     list_filter = ("status", "kind", "language")
@@ -245,7 +366,7 @@ class LetterAdmin(PartnerScopedAdmin):
         "public_id",
         "status",
         "esp_message_id",
-        "pdf",
+        "pdf_link",
         "pdf_sha256",
         "queued_at",
         "sent_at",
@@ -253,12 +374,35 @@ class LetterAdmin(PartnerScopedAdmin):
         "error",
     )
     raw_id_fields = ("case", "template", "contact")
+    exclude = ("pdf",)
     inlines = (DeliveryEventInline,)
     actions = ("retry_failed",)
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<path:object_id>/pdf/",
+                self.admin_site.admin_view(self.pdf_view),
+                name="letters_letter_pdf",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="PDF as sent")
+    def pdf_link(self, obj: Letter) -> str:
+        if not obj.pdf:
+            return "— (kept once the letter is sent)"
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">Open the PDF</a>',
+            reverse("admin:letters_letter_pdf", args=[obj.pk]),
+        )
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # A letter is a record of what was sent; it changes only through the letter services.
         return False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # letters are queued from their case, which picks contact and template
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return selectors.has_role(request.user, "caseworker")
@@ -305,62 +449,3 @@ class RemediationLinkAdmin(PartnerScopedAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # links are issued with letters; the token exists only in the letter
-
-
-# --- Case admin: the letter actions and the case's letters, registered from here so that
-# campaign/admin.py needs no import of letters (campaign must not import letters).
-class LetterInline(admin.TabularInline):
-    model = Letter
-    extra = 0
-    fields = ("kind", "language", "recipient_email", "status", "sent_at", "error")
-    readonly_fields = fields
-    can_delete = False
-    show_change_link = True
-    ordering = ("created_at",)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return selectors.is_member(request.user)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-def _queue_action(
-    modeladmin: Any, request: HttpRequest, queryset: QuerySet, *, fresh: bool
-) -> None:
-    queued, refused = 0, []
-    for case in queryset.select_related("partner", "server_owner"):
-        if not selectors.has_role(request.user, "caseworker", case.partner):
-            refused.append(f"{case.reference}: you are not a caseworker of {case.partner.country}.")
-            continue
-        try:
-            services.letter_queue(
-                case=case,
-                actor=request.user,
-                fresh=fresh,
-                note="" if fresh else "Resent to the next contact by staff.",
-            )
-            queued += 1
-        except services.LetterNotQueued as exc:
-            refused.append(str(exc))
-    if queued:
-        modeladmin.message_user(request, f"{queued} letter(s) queued.")
-    if refused:
-        modeladmin.message_user(request, "Not queued: " + " ".join(refused), messages.WARNING)
-
-
-@admin.action(description="Queue advisory letter", permissions=["change"])
-def queue_advisory_letter(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
-    _queue_action(modeladmin, request, queryset, fresh=True)
-
-
-@admin.action(description="Resend to the next contact", permissions=["change"])
-def resend_to_next_contact(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
-    _queue_action(modeladmin, request, queryset, fresh=False)
-
-
-CaseAdmin.actions = (*CaseAdmin.actions, queue_advisory_letter, resend_to_next_contact)
-CaseAdmin.inlines = (*CaseAdmin.inlines, LetterInline)

@@ -8,5 +8,5 @@ class LettersConfig(AppConfig):
     verbose_name = "Letters"
 
     def ready(self) -> None:
-        # Connects anymail's tracking signal; adds letters' actions to campaign's work queue.
-        from letters import receivers, workqueue  # noqa: F401
+        # Registers checks, connects signals, adds letters' actions to campaign's work queue.
+        from letters import checks, receivers, workqueue  # noqa: F401

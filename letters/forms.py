@@ -1,34 +1,38 @@
-"""The recipient's forms on the remediation page; labels come from the page's language strings."""
+"""The recipient's forms on the remediation page; labels are translated in the page's language."""
 
 from __future__ import annotations
 
 from django import forms
+from django.utils.translation import gettext_lazy as _
 
 
 class NotMineForm(forms.Form):
     note = forms.CharField(
-        required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 3})
+        label=_("Tell us more, if you like (optional)"),
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3}),
     )
-
-    def __init__(self, *args: object, strings: dict[str, str], **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.fields["note"].label = strings["not_mine_label"]
 
 
 class OtherContactForm(forms.Form):
-    email = forms.EmailField(max_length=254)
-
-    def __init__(self, *args: object, strings: dict[str, str], **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.fields["email"].label = strings["other_contact_email_label"]
-        self.fields["email"].widget.attrs.update({"autocomplete": "email"})
+    name = forms.CharField(
+        label=_("Name or organisation"),
+        required=False,
+        max_length=200,
+        widget=forms.TextInput(attrs={"autocomplete": "organization"}),
+    )
+    email = forms.EmailField(
+        label=_("Their e-mail address"),
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autocomplete": "email"}),
+    )
 
 
 class OptOutForm(forms.Form):
     reason = forms.CharField(
-        required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 3})
+        label=_("Reason (optional)"),
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3}),
     )
-
-    def __init__(self, *args: object, strings: dict[str, str], **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.fields["reason"].label = strings["optout_reason_label"]

@@ -14,7 +14,7 @@ import logging
 import mimetypes
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
@@ -25,11 +25,11 @@ from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.template import Context, Engine, Library, defaultfilters, defaulttags
 from django.template.loader import render_to_string
-from django.utils import formats, timezone, translation
-from django.utils._os import safe_join
+from django.utils import dateformat, formats, timezone, translation
 from django.utils.safestring import mark_safe
 
 from campaign.models import Case, Partner
+from letters import render_budget
 from letters.models import Letter, LetterKind, LetterTemplate
 from scanning.models import OPEN_VERDICTS
 
@@ -54,6 +54,10 @@ for _name in SANDBOX_TAGS:
 for _name, _filter in defaultfilters.register.filters.items():
     if _name not in UNSAFE_FILTERS:
         register.filters[_name] = _filter
+# Loops are metered and the filters that can write megabytes are bounded (render_budget.py).
+register.tag("for", render_budget.do_for)
+for _name, _filter in render_budget.BOUNDED_FILTERS.items():
+    register.filter(_name, _filter, is_safe=True)
 
 
 class _SandboxEngine(Engine):
@@ -75,8 +79,13 @@ def sandbox_engine(autoescape: bool = True) -> Engine:
 
 
 def sandbox_render(source: str, context: dict[str, Any], *, autoescape: bool = True) -> str:
+    """Raises RenderBudgetExceeded when the template runs too long or writes too much."""
     template = sandbox_engine(autoescape).from_string(source)
-    return template.render(Context(context, autoescape=autoescape))
+    with render_budget.render_budget():
+        output = template.render(Context(context, autoescape=autoescape))
+    if len(output) > settings.LETTER_RENDER_MAX_CHARS:
+        render_budget.charge(chars=len(output))  # over the cap on its own: says so
+    return output
 
 
 def sandbox_check(source: str) -> str | None:
@@ -104,11 +113,19 @@ def bcp47(language: str) -> str:
     return translation.to_locale(language).replace("_", "-")
 
 
-def local_date(value: date | None, language: str) -> str:
+ABBREVIATED_MONTH = re.compile(r"(?<!\\)[NM]")
+
+
+def local_date(value: date | None, language: str, country: str = "") -> str:
+    """A date as written in `language`; with the partner's `country`, in that country's form
+    of it (en + GB: 7 December 2026; en + US: December 7, 2026), the month spelled out."""
     if value is None:
         return ""
     with translation.override(language):
-        return formats.date_format(value, "DATE_FORMAT")
+        if not country:
+            return formats.date_format(value, "DATE_FORMAT")
+        fmt = str(formats.get_format("DATE_FORMAT", lang=f"{language}-{country.lower()}"))
+        return dateformat.format(value, ABBREVIATED_MONTH.sub("F", fmt))
 
 
 def findings_context(case: Case, *, kind: str, language: str) -> list[dict[str, Any]]:
@@ -127,7 +144,9 @@ def findings_context(case: Case, *, kind: str, language: str) -> list[dict[str, 
                 "kind": KIND_BY_PROTOCOL.get(finding.protocol, "smtp_relay"),
                 "protocol": finding.protocol,
                 "software": software,
-                "seen": local_date(timezone.localdate(finding.probed_at), language),
+                "seen": local_date(
+                    timezone.localdate(finding.probed_at), language, case.partner.country
+                ),
                 "evidence": finding.evidence_level,  # strong, medium or weak
             }
         )
@@ -135,15 +154,20 @@ def findings_context(case: Case, *, kind: str, language: str) -> list[dict[str, 
 
 
 def _partner_context(partner: Partner, language: str) -> dict[str, Any]:
-    with translation.override(language):
-        return {
-            "agency": partner.agency,
-            "country_name": partner.country_name,
-            "signatory_name": partner.signatory_name,
-            "signatory_title": partner.signatory_title,
-            "reply_to": partner.reply_to,
-            "agency_website": partner.website,
-        }
+    names = partner.localized(language)
+    # The letterhead and the signature print the agency already: a title that only repeats it
+    # would print the agency's name twice in one signature.
+    title = names["signatory_title"]
+    if title.strip().casefold() == names["agency"].strip().casefold():
+        title = ""
+    return {
+        "agency": names["agency"],
+        "country_name": names["country_name"],
+        "signatory_name": names["signatory_name"],
+        "signatory_title": title,
+        "reply_to": partner.reply_to,
+        "agency_website": partner.website,
+    }
 
 
 def case_context(
@@ -164,28 +188,28 @@ def case_context(
         "owner_name": str((owner.corrections or {}).get("name") or owner.name),
         "reference": case.reference,
         "campaign_name": case.campaign.name,
-        "letter_date": local_date(today, language),
+        "letter_date": local_date(today, language, case.partner.country),
         "findings": findings_context(case, kind=kind, language=language),
         "remediation_url": remediation_url,
         "first_letter_date": local_date(
-            timezone.localdate(first_sent) if first_sent else None, language
+            timezone.localdate(first_sent) if first_sent else None, language, case.partner.country
         ),
-        "fixed_date": local_date(fixed_on, language),
+        "fixed_date": local_date(fixed_on, language, case.partner.country),
     }
 
 
 def sample_context(
     partner: Partner, *, kind: str, language: str, remediation_url: str
 ) -> dict[str, Any]:
-    """For previews when the partner has no case yet."""
+    """For previews: a sample case with every field filled, in the partner's names and dates."""
     today = timezone.localdate()
-    seen = local_date(today, language)
+    seen = local_date(today - timedelta(days=2), language, partner.country)
     return {
         **_partner_context(partner, language),
         "owner_name": "Example Hosting Ltd.",
         "reference": f"SYS-{today.year}-000000",
         "campaign_name": "Secure Your Server",
-        "letter_date": seen,
+        "letter_date": local_date(today, language, partner.country),
         "findings": [
             {
                 "address": "192.0.2.25",
@@ -207,9 +231,57 @@ def sample_context(
             },
         ],
         "remediation_url": remediation_url,
-        "first_letter_date": seen,
-        "fixed_date": seen,
+        "first_letter_date": local_date(today - timedelta(days=21), language, partner.country),
+        "fixed_date": local_date(today, language, partner.country),
     }
+
+
+# What each field is, for the report of a field that would print nothing.
+FIELD_SOURCES = {
+    "agency": "the partner's agency name",
+    "country_name": "the partner's country name",
+    "signatory_name": "the partner's signatory name",
+    "signatory_title": "the partner's signatory title (dropped when it only repeats the agency)",
+    "reply_to": "the partner's reply-to address",
+    "agency_website": "the partner's website",
+}
+
+
+def blank_fields(source: str, context: dict[str, Any]) -> list[str]:
+    """Fields the template prints that would come out empty with this context, or that do not
+    exist at all (a typo prints nothing too), as sentences for the template's page."""
+    from django.template.base import Variable, VariableNode
+    from django.template.defaulttags import ForNode, WithNode
+
+    try:
+        template = sandbox_engine(True).from_string(source)
+    except Exception:  # the sandbox check reports syntax errors on its own
+        return []
+    nodelist = template.nodelist
+    bound = {"forloop"}
+    for loop in nodelist.get_nodes_by_type(ForNode):
+        bound.update(loop.loopvars)
+    for with_node in nodelist.get_nodes_by_type(WithNode):
+        bound.update(with_node.extra_context)
+    problems: list[str] = []
+    seen: set[str] = set()
+    for node in nodelist.get_nodes_by_type(VariableNode):
+        expression = node.filter_expression
+        var = expression.var
+        if not isinstance(var, Variable) or not var.lookups or var.lookups[0] in bound:
+            continue
+        name = var.lookups[0]
+        if name in seen or any(
+            f[0].__name__ in ("default", "default_if_none") for f in expression.filters
+        ):
+            continue
+        seen.add(name)
+        if name not in context:
+            problems.append(f"{{{{ {var.var} }}}} is not a field letters have: it prints nothing.")
+        elif context[name] in ("", None, []):
+            what = FIELD_SOURCES.get(name, "this field")
+            problems.append(f"{{{{ {name} }}}} would print nothing: {what} is empty.")
+    return problems
 
 
 # --- Rendering ----------------------------------------------------------------------------------
@@ -277,14 +349,14 @@ def _email_css() -> str:
 def render_source(
     source: TemplateSource, *, context: dict[str, Any], partner: Partner, language: str
 ) -> RenderedLetter:
-    with translation.override(language):
+    with translation.override(language), render_budget.render_budget():
         subject = " ".join(sandbox_render(source.subject, context, autoescape=False).split())
         body = sandbox_render(source.body_html, context)
         layout = {
             "lang": bcp47(language),
             "subject": subject,
             "body": mark_safe(body),  # the sandbox escaped every value
-            "agency": partner.agency,
+            "agency": partner.localized(language)["agency"],
             "address_lines": [line for line in partner.address.splitlines() if line.strip()],
             "website": partner.website,
             "reference": context.get("reference", ""),
@@ -426,6 +498,31 @@ def html_to_text(html: str) -> str:
 ASSET_BASE = "https://letter-assets.invalid/"
 
 
+def asset_path(url: str) -> Path | None:
+    """The local file an asset URL names, or None: our static files and partners' letterheads.
+
+    The path is decoded and checked segment by segment before it is joined, then resolved (which
+    follows symlinks) and checked again against its folder, so an encoded `..` (`%2e%2e`, `%2F`)
+    after the allowed prefix can never step out to another partner's letters under MEDIA_ROOT.
+    """
+    rel = url.split("?", 1)[0].split("#", 1)[0]
+    if not rel.startswith(ASSET_BASE):
+        return None
+    rel = unquote(rel.removeprefix(ASSET_BASE))
+    segments = rel.split("/")
+    if any(part in ("", ".", "..") or "\\" in part or "\x00" in part or "%" in part
+           for part in segments):  # fmt: skip
+        return None
+    if segments[0] == "static":
+        found = finders.find("/".join(segments[1:]))
+        return Path(found) if isinstance(found, str) else None
+    if segments[:2] == ["media", "letterheads"] and len(segments) > 2:
+        folder = (Path(settings.MEDIA_ROOT) / "letterheads").resolve()
+        path = folder.joinpath(*segments[2:]).resolve()
+        return path if path.is_relative_to(folder) else None
+    return None
+
+
 def _static_only_fetcher() -> Any:
     from weasyprint.urls import URLFetcher, URLFetcherResponse
 
@@ -435,18 +532,11 @@ def _static_only_fetcher() -> Any:
         def fetch(self, url: str, headers: Any = None) -> URLFetcherResponse:
             if url.startswith("data:"):
                 return super().fetch(url, headers)
-            path: str | None = None
-            rel = unquote(url.split("?", 1)[0].split("#", 1)[0])
-            if rel.startswith(ASSET_BASE + "static/"):
-                path = finders.find(rel.removeprefix(ASSET_BASE + "static/"))
-            elif rel.startswith(ASSET_BASE + "media/letterheads/"):
-                path = safe_join(settings.MEDIA_ROOT, rel.removeprefix(ASSET_BASE + "media/"))
-            if not path or not Path(path).is_file():
+            path = asset_path(url)
+            if path is None or not path.is_file():
                 raise ValueError(f"letters fetch only local assets, not {url!r}")
             kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
-            return URLFetcherResponse(
-                url, body=Path(path).read_bytes(), headers={"Content-Type": kind}
-            )
+            return URLFetcherResponse(url, body=path.read_bytes(), headers={"Content-Type": kind})
 
     return StaticOnlyFetcher()
 
@@ -467,8 +557,15 @@ def html_to_pdf(html: str) -> bytes:
     font_config, fetcher = _pdf_tools()
     if len(_IMAGE_CACHE) > 64:  # each QR code is a new data: URI; keep the cache small
         _IMAGE_CACHE.clear()
-    document = HTML(string=html, base_url=ASSET_BASE, url_fetcher=fetcher)
-    return document.write_pdf(font_config=font_config, cache=_IMAGE_CACHE)
+    document = HTML(string=html, base_url=ASSET_BASE, url_fetcher=fetcher).render(
+        font_config=font_config, cache=_IMAGE_CACHE
+    )
+    # A letter embeds no files: drop <link rel=attachment> and <a rel=attachment> before
+    # WeasyPrint fetches them into the PDF.
+    document.metadata.attachments = []
+    for page in document.pages:
+        page.links = [link for link in page.links if link[0] != "attachment"]
+    return document.write_pdf()
 
 
 def letter_pdf(rendered: RenderedLetter) -> bytes:

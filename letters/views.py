@@ -1,5 +1,7 @@
-"""The recipient's remediation page, reached by the link in their letter: what we saw, how to fix
-it for their software, "check again", corrections and opt-out. No login: the token is the key."""
+"""The recipient's remediation page, reached by the link in their letter: what we saw and when, how
+to fix it for their software, "check again", corrections and opt-out. No login: the token is the
+key. Every text is in the gettext catalogues (locale/); the fix guides' prose is data
+(letters/guides/)."""
 
 from __future__ import annotations
 
@@ -7,19 +9,21 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone, translation
+from django.utils.html import escape
+from django.utils.translation import gettext, gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_http_methods
 
 from campaign import services as campaign_services
 from campaign.models import Case, CaseEvent, Contact, Partner, Suppression
 from config.security import public_page
-from letters import links
+from letters import guides, links, throttle
 from letters.forms import NotMineForm, OptOutForm, OtherContactForm
 from letters.models import RemediationLink
 from letters.rendering import bcp47, local_date
@@ -29,20 +33,56 @@ TRANSCRIPT_EXCERPT_LINES = 40
 # The probe redacts its own tokens; anything else shaped like one (32+ hex digits) goes too.
 HEX_TOKEN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])")
 LANGUAGE_NAMES = dict(settings.LANGUAGES)
-NO_RECHECK_STATUSES = (Case.Status.FIXED, Case.Status.WITHDRAWN)
+# "Check again" only where a verified-closed server can still close the case: not after an
+# opt-out, a withdrawal or a fix.
+RECHECK_STATUSES = campaign_services.RECHECKABLE_STATUSES
 
-
-def _guides() -> Any:
-    from letters import guides  # the fix guides and every text of this page
-
-    return guides
-
-
-def _fill(text: str, **values: object) -> str:
-    """Only our own placeholders are replaced: a translator's stray brace never raises."""
-    for name, value in values.items():
-        text = text.replace("{" + name + "}", str(value))
-    return text
+KIND_TEXT = {
+    "smtp_relay": gettext_lazy("Open mail relay (SMTP)"),
+    "http_proxy": gettext_lazy("Open HTTP proxy"),
+    "socks_proxy": gettext_lazy("Open SOCKS proxy"),
+}
+MEANING_TEXT = {
+    "smtp_relay": gettext_lazy(
+        "This mail server accepted a message from us, a stranger on the internet, for delivery "
+        "to an outside address. Senders of unwanted mail look for such servers to hide where "
+        "their messages come from, which can put your server on blocklists and slow it down."
+    ),
+    "http_proxy": gettext_lazy(
+        "This server fetched a web page for us, a stranger on the internet. Others can use it to "
+        "hide their own address, so that their traffic appears to come from your network and "
+        "your address may end up on blocklists."
+    ),
+    "socks_proxy": gettext_lazy(
+        "This server opened a connection onward for us, a stranger on the internet. Others can "
+        "use it to hide their own address, so that their traffic, unwanted mail included, "
+        "appears to come from your network."
+    ),
+}
+STEP_HEADINGS = {
+    "confirm": gettext_lazy("Confirm the problem"),
+    "change": gettext_lazy("Make the change"),
+    "test": gettext_lazy("Test the fix"),
+}
+CASE_STATUS_TEXT = {
+    Case.Status.NEW: gettext_lazy("We are preparing this case."),
+    Case.Status.NEEDS_REVIEW: gettext_lazy("Our staff are reviewing this case."),
+    Case.Status.READY: gettext_lazy("A letter about this case is about to be sent."),
+    Case.Status.NOTIFIED: gettext_lazy("We have written to you about this server."),
+    Case.Status.REMINDED: gettext_lazy("We have sent you a reminder about this server."),
+    Case.Status.ESCALATED: gettext_lazy("Our staff are following up on this case in person."),
+    Case.Status.FIXED: gettext_lazy("Fixed: our latest check found the server closed. Thank you."),
+    Case.Status.UNRESPONSIVE: gettext_lazy(
+        "This case is closed without a confirmed fix. You can still fix the server and ask us "
+        "to check again."
+    ),
+    Case.Status.WITHDRAWN: gettext_lazy(
+        "This case has been withdrawn. Nothing more is needed from you."
+    ),
+    Case.Status.SUPPRESSED: gettext_lazy(
+        "You asked us not to write to you about this server, and we will not."
+    ),
+}
 
 
 # --- Which link, which language ------------------------------------------------------------------
@@ -56,9 +96,10 @@ def _find_link(token: str) -> RemediationLink | None:
 
 
 def page_languages(case: Case) -> list[str]:
-    """The partner's letter languages that have a guide, the case's own language first."""
-    shipped = set(_guides().languages())
-    codes = [case.language, *case.partner.letter_languages]
+    """The case's language, then the partner's others that ship guides, and English always: an
+    owner who reads none of the partner's languages well still gets a page they can use."""
+    shipped = set(guides.languages())
+    codes = [case.language, *case.partner.letter_languages, "en"]
     return [code for i, code in enumerate(codes) if code in shipped and code not in codes[:i]]
 
 
@@ -67,31 +108,23 @@ def page_language(request: HttpRequest, case: Case) -> str:
     wanted = request.POST.get("lang") or request.GET.get("lang") or ""
     if wanted in choices:
         return wanted
-    if choices:
-        return choices[0]
-    shipped = _guides().languages()  # a partner whose languages ship no guides (yet)
-    return "en" if "en" in shipped or not shipped else shipped[0]
+    return choices[0] if choices else "en"
 
 
 def _invalid(request: HttpRequest) -> HttpResponse:
     # One response for unknown, altered and expired tokens: nothing says whether a case exists.
-    shipped = _guides().languages()
+    shipped = guides.languages()
     language = translation.get_language_from_request(request, check_path=False)
     if language not in shipped:
-        language = "en" if "en" in shipped or not shipped else shipped[0]
-    strings = _guides().page_strings(language)
+        language = "en"
     lead = Partner.objects.filter(is_lead=True).first()
-    contact = (lead.reply_to if lead else "") or settings.SCANNER_CONTACT_EMAIL
-    agency = lead.agency if lead else ""
     context = {
-        "s": strings,
         "lang": language,
         "html_lang": bcp47(language),
-        "invalid_text": _fill(strings["invalid_text"], email=contact, agency=agency),
-        "footer": _fill(strings["footer"], agency=agency, campaign="", reference=""),
-        "contact_email": contact,
+        "contact_email": (lead.reply_to if lead else "") or settings.SCANNER_CONTACT_EMAIL,
     }
-    return render(request, "remediation/invalid.html", context, status=404)
+    with translation.override(language):
+        return render(request, "remediation/invalid.html", context, status=404)
 
 
 # --- What the page shows ------------------------------------------------------------------------
@@ -100,8 +133,10 @@ def _verdict_word(verdict: str | None) -> str:
         return "pending"
     if verdict == Verdict.CLOSED:
         return "closed"
-    if verdict in OPEN_VERDICTS:
+    if verdict == Verdict.CONFIRMED_OPEN:
         return "open"
+    if verdict in OPEN_VERDICTS or verdict == Verdict.LIKELY_OPEN_WEAK:
+        return "likely"  # medium or weak evidence: we say so, never "open" outright
     return "inconclusive"
 
 
@@ -146,8 +181,30 @@ def recheck_of(case: Case) -> Recheck:
     return Recheck(state=state, run=run, requested_at=event.at, results=results)
 
 
-def _rows(case: Case, language: str, strings: dict[str, str], recheck: Recheck) -> list[dict]:
-    guides = _guides()
+def _day(at: datetime, language: str) -> str:
+    return local_date(timezone.localdate(at), language)
+
+
+def finding_text(word: str, *, date: str, owner_asked: bool) -> str:
+    """What we saw and when, in words that never claim more than the test showed: "still"
+    only after a check the owner asked for, "probably" for medium or weak evidence."""
+    if owner_asked:
+        texts = {
+            "open": gettext("Still open when we checked again on %(date)s"),
+            "likely": gettext("Probably still open when we checked again on %(date)s"),
+            "closed": gettext("Closed when we checked again on %(date)s"),
+        }
+    else:
+        texts = {
+            "open": gettext("Open when we checked on %(date)s"),
+            "likely": gettext("Probably open when we checked on %(date)s"),
+            "closed": gettext("Closed when we checked on %(date)s"),
+        }
+    text = texts.get(word) or gettext("No clear answer when we checked on %(date)s")
+    return text % {"date": date}
+
+
+def _rows(case: Case, language: str, recheck: Recheck) -> list[dict]:
     rows = []
     findings = list(case.findings.select_related("target").order_by("probed_at", "id"))
     latest: dict[tuple[int, str], Finding] = {}
@@ -169,10 +226,10 @@ def _rows(case: Case, language: str, strings: dict[str, str], recheck: Recheck) 
             kind = "smtp_relay"
         result = recheck.results.get(key)
         # A re-check that could not decide leaves the last known state standing.
-        current = None
-        if result is not None and _verdict_word(result.verdict) in ("closed", "open"):
-            current = result if result.probed_at >= finding.probed_at else None
-        status = _verdict_word((current or finding).verdict)
+        current = finding
+        if result is not None and _verdict_word(result.verdict) in ("closed", "open", "likely"):
+            current = result if result.probed_at >= finding.probed_at else finding
+        status = _verdict_word(current.verdict)
         software = " ".join(p for p in (shown.software_family, shown.software_version) if p)
         rows.append(
             {
@@ -181,64 +238,141 @@ def _rows(case: Case, language: str, strings: dict[str, str], recheck: Recheck) 
                 "address": shown.target.ip,
                 "port": shown.target.port,
                 "kind": kind,
-                "kind_text": strings.get(f"kind_{kind}", kind),
-                "meaning": strings.get(f"meaning_{kind}", ""),
-                "seen": local_date(timezone.localdate(shown.probed_at), language),
+                "kind_text": KIND_TEXT[kind],
+                "meaning": MEANING_TEXT[kind],
+                "likely": _verdict_word(shown.verdict) == "likely",
                 "status": status,
-                "status_text": strings[f"result_{status}"],
+                "status_text": finding_text(
+                    status,
+                    date=_day(current.probed_at, language),
+                    owner_asked=current is result,
+                ),
                 "software": software,
-                "software_text": _fill(strings["software_detected"], software=software)
-                if software
-                else strings["software_unknown"],
                 "evidence": evidence_excerpt(shown),
                 "family": shown.software_family,
-                "recheck": _recheck_row(recheck, key, strings),
+                "recheck": _recheck_row(recheck, key),
             }
         )
     return rows
 
 
-def _recheck_row(recheck: Recheck, key: tuple[int, str], strings: dict[str, str]) -> dict[str, str]:
+def _recheck_row(recheck: Recheck, key: tuple[int, str]) -> dict[str, str]:
     if recheck.state == "none":
         return {}
     result = recheck.results.get(key)
     word = _verdict_word(result.verdict) if result is not None else "pending"
     if word == "pending" and recheck.state == "done":
         word = "inconclusive"  # refused or lost: we cannot say it is fixed
-    return {"status": word, "text": strings[f"result_{word}"]}
+    texts = {
+        "closed": gettext("Closed: your server refused our test. Thank you for fixing it."),
+        "open": gettext(
+            "Still open: your server accepted our test again. Please check the change and try "
+            "again."
+        ),
+        "inconclusive": gettext(
+            "Inconclusive: we could not get a clear answer from your server. Please try again "
+            "later."
+        ),
+        "pending": gettext("Waiting for the result."),
+    }
+    texts["likely"] = texts["open"]
+    return {"status": "open" if word == "likely" else word, "text": texts[word]}
 
 
-def _guides_for(rows: list[dict], language: str, strings: dict[str, str]) -> list[dict]:
-    guides = _guides()
-    seen: set[tuple[str, str]] = set()
+def _guides_for(rows: list[dict], language: str) -> list[dict]:
+    """One guide per server and kind of finding, written for that server's own address: an owner
+    with a mail server and a proxy gets each guide with the right one."""
+    seen: set[tuple[str, str, str]] = set()
     shown = []
     for row in rows:
-        key = (row["kind"], row["family"].lower())
+        key = (row["kind"], (row["family"] or "").lower(), row["address"])
         if key in seen:
             continue
         seen.add(key)
         guide = guides.guide_for(row["kind"], row["family"], language)
+        ip, port = row["address"], row["port"]
         steps = [
             {
-                "heading": step.heading or strings.get(f"step_{step.key}", ""),
-                "text": step.text,
-                "snippet": step.snippet,
+                "heading": STEP_HEADINGS[step.key],
+                "text": guides.for_server(step.text, ip, port),
+                "snippet": guides.for_server(step.snippet, ip, port),
                 "file": step.file,
             }
             for step in guide.steps
         ]
-        shown.append({"guide": guide, "steps": steps})
+        shown.append(
+            {"guide": guide, "steps": steps, "address": ip, "port": port, "row_id": row["row_id"]}
+        )
     return shown
 
 
-def _progress_text(recheck: Recheck, strings: dict[str, str]) -> str:
-    return {"queued": strings["check_queued"], "running": strings["check_running"]}.get(
-        recheck.state, ""
+def _progress_text(recheck: Recheck) -> str:
+    if recheck.state == "queued":
+        return gettext(
+            "Your check is in the queue. This page shows the result when it arrives; you can "
+            "also reload it."
+        )
+    if recheck.state == "running":
+        return gettext("We are testing your server now. This usually takes less than a minute.")
+    return ""
+
+
+def next_text(case: Case, language: str, *, opted_out: bool = False) -> str:
+    """What happens next, for the case's real state: no reminder is promised or threatened
+    where none will come, and "check again" is only mentioned where the page offers it."""
+    status = case.status
+    when = _day(case.next_action_at, language) if case.next_action_at else ""
+    agency = case.partner.localized(language)["agency"]
+    if status == Case.Status.FIXED:
+        return gettext(
+            "Nothing more is needed. We will only write to you again about this server if a "
+            "later check finds it open."
+        )
+    if status == Case.Status.SUPPRESSED or opted_out:
+        return gettext(
+            "We will not write to you again about this server and will send no reminders. The "
+            "guide below stays here if you want to use it."
+        )
+    if status == Case.Status.WITHDRAWN:
+        return gettext("Nothing more is needed from you.")
+    if status == Case.Status.NEEDS_REVIEW:
+        return gettext(
+            "Our staff are reviewing this case. We send nothing more about it until they have."
+        )
+    if status == Case.Status.UNRESPONSIVE:
+        return gettext(
+            "This case is closed. If you fix the server later, you can still ask us to check it."
+        )
+    if status == Case.Status.ESCALATED:
+        return gettext(
+            "Staff of %(agency)s are following up on this case. When you have made the change, "
+            "press “I fixed it — check again”."
+        ) % {"agency": agency}
+    if status == Case.Status.REMINDED:
+        if when:
+            return gettext(
+                "When you have made the change, press “I fixed it — check again”. If the server "
+                "is still open on %(date)s, staff of %(agency)s will follow up on this case."
+            ) % {"date": when, "agency": agency}
+        return gettext(
+            "When you have made the change, press “I fixed it — check again”. Staff of "
+            "%(agency)s may follow up on this case while the server is still open."
+        ) % {"agency": agency}
+    if status == Case.Status.NOTIFIED and when:
+        return gettext(
+            "When you have made the change, press “I fixed it — check again”. If our check on "
+            "%(date)s still finds the server open, we will send you a reminder."
+        ) % {"date": when}
+    if status in (Case.Status.NEW, Case.Status.READY):
+        return gettext(
+            "When you have made the change, press “I fixed it — check again” below. We will "
+            "tell you the result on this page."
+        )
+    return gettext(
+        "When you have made the change, press “I fixed it — check again” below. We also check "
+        "again ourselves from time to time and may send you a reminder while the server is "
+        "still open."
     )
-
-
-def _next_text(case: Case, strings: dict[str, str]) -> str:
-    return strings["next_fixed"] if case.status == Case.Status.FIXED else strings["next_open"]
 
 
 def _recipient_email(link: RemediationLink) -> str:
@@ -253,13 +387,46 @@ def _recipient_email(link: RemediationLink) -> str:
 
 
 def _opted_out(link: RemediationLink, email: str) -> bool:
-    now = timezone.now()  # an expired opt-out no longer stops letters: the form is offered again
-    suppressions = Suppression.objects.filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now), reason=Suppression.Reason.OPT_OUT
+    # An expired opt-out no longer stops letters: the form is offered again.
+    suppressions = (
+        Suppression.objects.active()
+        .affecting(link.case.partner_id)
+        .filter(reason=Suppression.Reason.OPT_OUT)
     )
     if email:
         return suppressions.filter(email__iexact=email).exists()
     return suppressions.filter(server_owner=link.case.server_owner).exists()
+
+
+def _confirmations(case: Case, language: str) -> list[str]:
+    """What the recipient told us, each in its own words: a confirmation of exactly what was
+    recorded, shown until staff have dealt with it (then the case's status says what changed)."""
+    done = []
+    events = CaseEvent.objects.filter(
+        case=case, kind=CaseEvent.Kind.CORRECTION, actor_label="recipient"
+    ).order_by("at", "id")
+    for event in events:
+        data = event.data or {}
+        day = _day(event.at, language)
+        if data.get("correction") == "not_mine":
+            done.append(
+                gettext(
+                    "On %(date)s you told us that this is not your server. Our staff will look "
+                    "at it before we write about it again."
+                )
+                % {"date": day}
+            )
+        elif data.get("correction") == "other_contact":
+            name, email = data.get("name", ""), data.get("email", "")
+            contact = f"{name} <{email}>" if name else email
+            done.append(
+                gettext(
+                    "On %(date)s you asked us to write to %(contact)s instead. Our staff will "
+                    "check this before anything is sent to them."
+                )
+                % {"date": day, "contact": contact}
+            )
+    return done
 
 
 def _page(
@@ -274,50 +441,40 @@ def _page(
     status: int = 200,
 ) -> HttpResponse:
     case = link.case
-    strings = _guides().page_strings(language)
-    recheck = recheck_of(case)
-    rows = _rows(case, language, strings, recheck)
-    email = _recipient_email(link)
-    corrected = CaseEvent.objects.filter(
-        case=case, kind=CaseEvent.Kind.CORRECTION, actor_label="recipient"
-    ).exists()
-    context = {
-        "s": strings,
-        "lang": language,
-        "html_lang": bcp47(language),
-        "languages": [
-            (code, LANGUAGE_NAMES.get(code, code), bcp47(code)) for code in page_languages(case)
-        ],
-        "footer": _fill(
-            strings["footer"],
-            agency=case.partner.agency,
-            campaign=case.campaign.name,
-            reference=case.reference,
-        ),
-        "case": case,
-        "intro": _fill(
-            strings["intro"],
-            agency=case.partner.agency,
-            campaign=case.campaign.name,
-            reference=case.reference,
-        ),
-        "rows": rows,
-        "guides": _guides_for(rows, language, strings),
-        "case_status_text": strings.get(f"status_{case.status}", case.status),
-        "next_text": _next_text(case, strings),
-        "recheck": recheck,
-        "progress_text": _progress_text(recheck, strings),
-        "can_recheck": case.status not in NO_RECHECK_STATUSES,
-        "message": message,
-        "not_mine_form": not_mine_form or NotMineForm(strings=strings),
-        "contact_form": contact_form or OtherContactForm(strings=strings),
-        "optout_form": optout_form or OptOutForm(strings=strings),
-        "corrected": corrected,
-        "opted_out": _opted_out(link, email),
-        "page_url": request.path,
-        "status_url": f"{request.path}status.json",
-    }
-    with translation.override(language):  # Django's own texts (form errors) in the same language
+    with translation.override(language):
+        recheck = recheck_of(case)
+        rows = _rows(case, language, recheck)
+        email = _recipient_email(link)
+        opted_out = _opted_out(link, email)
+        open_rows = [row for row in rows if row["status"] in ("open", "likely")]
+        context = {
+            "lang": language,
+            "html_lang": bcp47(language),
+            "languages": [
+                (code, LANGUAGE_NAMES.get(code, code), bcp47(code)) for code in page_languages(case)
+            ],
+            "case": case,
+            "agency": case.partner.localized(language)["agency"],
+            "campaign_name": case.campaign.name,
+            "rows": rows,
+            "open_count": len(open_rows),
+            "guides": _guides_for(rows, language),
+            "case_status_text": CASE_STATUS_TEXT.get(case.status, case.status),
+            "next_text": next_text(case, language, opted_out=opted_out),
+            "recheck": recheck,
+            "recheck_day": _day(recheck.requested_at, language) if recheck.requested_at else "",
+            "progress_text": _progress_text(recheck),
+            "can_recheck": case.status in RECHECK_STATUSES and not opted_out,
+            "message": message,
+            "not_mine_form": not_mine_form or NotMineForm(),
+            "contact_form": contact_form or OtherContactForm(),
+            "optout_form": optout_form or OptOutForm(),
+            "confirmations": _confirmations(case, language),
+            "opted_out": opted_out,
+            "optout_email": email,
+            "page_url": request.path,
+            "status_url": f"{request.path}status.json",
+        }
         return render(request, "remediation/page.html", context, status=status)
 
 
@@ -341,7 +498,7 @@ FORM_ACTIONS: dict[str, tuple[Any, str, str, Any]] = {
         "contact_form",
         "correction",
         lambda case, link, data: campaign_services.case_correction(
-            case=case, kind="other_contact", email=data["email"]
+            case=case, kind="other_contact", email=data["email"], name=data["name"].strip()
         ),
     ),
     "optout": (
@@ -355,6 +512,20 @@ FORM_ACTIONS: dict[str, tuple[Any, str, str, Any]] = {
 }
 
 
+def _limited(request: HttpRequest, language: str, seconds_left: int) -> HttpResponse:
+    minutes = max(1, math.ceil(seconds_left / 60))
+    with translation.override(language):
+        context = {
+            "lang": language,
+            "html_lang": bcp47(language),
+            "minutes": minutes,
+            "back_url": f"{request.path}?lang={language}",
+        }
+        response = render(request, "remediation/limited.html", context, status=429)
+    response["Retry-After"] = str(seconds_left)
+    return response
+
+
 # --- Views --------------------------------------------------------------------------------------
 @public_page
 @require_http_methods(["GET", "POST"])
@@ -366,29 +537,37 @@ def remediation_page(request: HttpRequest, token: str) -> HttpResponse:
     language = page_language(request, case)
     if request.method == "GET":
         return _page(request, link, language=language)
-    strings = _guides().page_strings(language)
     action = request.POST.get("action", "")
+    if action != "recheck" and action not in FORM_ACTIONS:
+        return _page(request, link, language=language, status=400)
+    wait = throttle.remediation_post_wait(request, link_key=link.token_hash)
+    if wait:
+        return _limited(request, language, wait)
     if action == "recheck":
-        if case.status in NO_RECHECK_STATUSES:  # the page offers no button; nor does a crafted POST
+        if case.status not in RECHECK_STATUSES or _opted_out(link, _recipient_email(link)):
+            # The page offers no button then; nor does a crafted POST get a probe.
             return _page(request, link, language=language, status=400)
         try:
             # Only the case's own targets, read from the database: nothing posted is probed.
             campaign_services.case_request_recheck(case=case, actor_label="recipient")
         except campaign_services.RecheckRateLimited as limited:
             minutes = max(1, math.ceil(limited.seconds_left / 60))
-            message = _fill(strings["check_rate_limited"], minutes=minutes)
+            with translation.override(language):
+                message = ngettext(
+                    "You can ask for another check in %(minutes)s minute.",
+                    "You can ask for another check in %(minutes)s minutes.",
+                    minutes,
+                ) % {"minutes": minutes}
             return _page(request, link, language=language, message=message, status=429)
         return _back(request, language, "check")
-    if action in FORM_ACTIONS:
-        form_class, form_name, anchor, act = FORM_ACTIONS[action]
-        form = form_class(request.POST, strings=strings)
-        with translation.override(language):  # Django's error texts in the page's language
-            valid = form.is_valid()
-        if not valid:
-            return _page(request, link, language=language, status=400, **{form_name: form})
-        act(case, link, form.cleaned_data)
-        return _back(request, language, anchor)
-    return _page(request, link, language=language, status=400)
+    form_class, form_name, anchor, act = FORM_ACTIONS[action]
+    form = form_class(request.POST)
+    with translation.override(language):  # Django's error texts in the page's language
+        valid = form.is_valid()
+    if not valid:
+        return _page(request, link, language=language, status=400, **{form_name: form})
+    act(case, link, form.cleaned_data)
+    return _back(request, language, anchor)
 
 
 @public_page
@@ -406,25 +585,43 @@ def remediation_status(request: HttpRequest, token: str) -> HttpResponse:
         return JsonResponse({"error": "not found"}, status=404)
     case = link.case
     language = page_language(request, case)
-    strings = _guides().page_strings(language)
-    recheck = recheck_of(case)
-    rows = _rows(case, language, strings, recheck)
-    return JsonResponse(
-        {
-            "state": recheck.state,
-            "progress": _progress_text(recheck, strings),
-            "case_status": case.status,
-            "case_status_text": strings.get(f"status_{case.status}", case.status),
-            "next_text": _next_text(case, strings),
-            "findings": [
-                {
-                    "target": row["row_id"],
-                    "status": row["status"],
-                    "status_text": row["status_text"],
-                    "result": row["recheck"].get("status", ""),
-                    "result_text": row["recheck"].get("text", ""),
-                }
-                for row in rows
-            ],
-        }
+    with translation.override(language):
+        recheck = recheck_of(case)
+        rows = _rows(case, language, recheck)
+        opted_out = _opted_out(link, _recipient_email(link))
+        return JsonResponse(
+            {
+                "state": recheck.state,
+                "progress": _progress_text(recheck),
+                "case_status": case.status,
+                "case_status_text": str(CASE_STATUS_TEXT.get(case.status, case.status)),
+                "next_text": next_text(case, language, opted_out=opted_out),
+                "can_recheck": case.status in RECHECK_STATUSES and not opted_out,
+                "findings": [
+                    {
+                        "target": row["row_id"],
+                        "status": row["status"],
+                        "status_text": row["status_text"],
+                        "result": row["recheck"].get("status", ""),
+                        "result_text": row["recheck"].get("text", ""),
+                    }
+                    for row in rows
+                ],
+            }
+        )
+
+
+def owner_page_preview(
+    request: HttpRequest, link: RemediationLink, *, language: str, banner: str
+) -> HttpResponse:
+    """The page exactly as the owner sees it, for staff in the admin: same template, same
+    context, from an unsaved link (no token is issued, read or used up), under `banner`."""
+    response = _page(request, link, language=language)
+    note = (
+        '<div role="note" style="background:#1f3d6b;color:#fff;padding:.6em 1em;'
+        f'font:600 15px/1.4 system-ui,sans-serif">{escape(banner)}</div>'
     )
+    content = response.content.decode("utf-8")
+    at = content.find(">", content.find("<body")) + 1
+    response.content = (content[:at] + note + content[at:]).encode("utf-8")
+    return response

@@ -2,39 +2,70 @@
 
 from __future__ import annotations
 
+import enum
 import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from scanning.probes import base as probe_vocabulary
+from scanning.probes.base import host_port
 
 
-class Protocol(models.TextChoices):
-    SMTP = "smtp", "SMTP"
-    HTTP = "http", "HTTP proxy"
-    SOCKS4 = "socks4", "SOCKS4/4a"
-    SOCKS5 = "socks5", "SOCKS5"
-    UNKNOWN = "unknown", "Unknown (auto)"
+class _Unknown(enum.StrEnum):
+    UNKNOWN = "unknown"  # a target imported without a protocol: the probe finds out
 
 
-class Verdict(models.TextChoices):
-    CONFIRMED_OPEN = "confirmed-open", "Confirmed open"
-    LIKELY_OPEN = "likely-open", "Likely open"
-    LIKELY_OPEN_WEAK = "likely-open-weak", "Likely open (weak evidence)"
-    AUTH_REQUIRED = "auth-required", "Authentication required"
-    CLOSED = "closed", "Closed"
-    INCONCLUSIVE = "inconclusive", "Inconclusive"
-    NOT_APPLICABLE = "not-applicable", "Not applicable"
+def _choices(name: str, members: Iterable[enum.StrEnum], labels: Mapping[str, Any]) -> Any:
+    """Model choices built from a probe vocabulary: the probes' values are the only source, and
+    a value without a label here stops start-up instead of showing a raw code."""
+    missing = [str(m) for m in members if str(m) not in labels]
+    if missing:
+        raise ImproperlyConfigured(f"scanning.models: no label for {name} {missing}")
+    pairs = [(m.name, (str(m), labels[str(m)])) for m in members]
+    return models.TextChoices(name, pairs)  # type: ignore[call-overload]  # the functional API
 
+
+Protocol = _choices(
+    "Protocol",
+    [*probe_vocabulary.Protocol, _Unknown.UNKNOWN],
+    {
+        "smtp": _("SMTP"),
+        "http": _("HTTP proxy"),
+        "socks4": _("SOCKS4/4a"),
+        "socks5": _("SOCKS5"),
+        "unknown": _("Unknown (auto)"),
+    },
+)
+Verdict = _choices(
+    "Verdict",
+    probe_vocabulary.Verdict,
+    {
+        "confirmed-open": _("Confirmed open"),
+        "likely-open": _("Likely open"),
+        "likely-open-weak": _("Likely open (weak evidence)"),
+        "inconclusive": _("Inconclusive"),
+        "auth-required": _("Authentication required"),
+        "closed": _("Closed"),
+        "not-applicable": _("Not applicable"),
+    },
+)
+EvidenceLevel = _choices(
+    "EvidenceLevel",
+    probe_vocabulary.EvidenceLevel,
+    {
+        "strong": _("Strong (our canary)"),
+        "medium": _("Medium"),
+        "weak": _("Weak (the server's word)"),
+        "none": _("None"),
+    },
+)
 
 OPEN_VERDICTS = (Verdict.CONFIRMED_OPEN, Verdict.LIKELY_OPEN, Verdict.LIKELY_OPEN_WEAK)
-
-
-class EvidenceLevel(models.TextChoices):
-    STRONG = "strong", "Strong (our canary)"
-    MEDIUM = "medium", "Medium"
-    WEAK = "weak", "Weak (the server's word)"
-    NONE = "none", "None"
 
 
 class Target(models.Model):
@@ -68,8 +99,7 @@ class Target(models.Model):
         indexes = [models.Index(fields=["last_seen"]), models.Index(fields=["protocol"])]
 
     def __str__(self) -> str:
-        host = f"[{self.ip}]" if ":" in self.ip else self.ip
-        return f"{host}:{self.port}/{self.protocol}"
+        return f"{host_port(self.ip, self.port)}/{self.protocol}"
 
 
 class ScanRun(models.Model):
@@ -90,6 +120,9 @@ class ScanRun(models.Model):
     targets_total = models.PositiveIntegerField(default=0)
     targets_done = models.PositiveIntegerField(default=0)
     verdict_counts = models.JSONField(default=dict, blank=True)
+    refusals = models.JSONField(
+        default=list, blank=True, help_text="[{target, reason}]: never probed, and why."
+    )
     note = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -129,6 +162,7 @@ class ScanBatch(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["scan_run", "status"])]
+        verbose_name_plural = "scan batches"
 
     def __str__(self) -> str:
         return f"batch #{self.pk} of scan #{self.scan_run_id} (attempt {self.attempt})"

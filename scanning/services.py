@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from scanning.models import Exclusion, Finding, Protocol, ScanBatch, ScanRun, Target
 from scanning.probes import cli, runner
-from scanning.probes.base import Limits, ProbeResult
+from scanning.probes.base import Limits, ProbeResult, host_port
 from scanning.signals import finding_recorded
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,16 @@ def scan_batch_probe(*, batch_id: int) -> None:
         findings.append(_finding_from(result, target, batch.scan_run_id, now))
         if result.retry_after is not None and result.token:
             retry[target.pk] = result.token
-    _finish_batch(batch, ScanBatch.Status.DONE, findings=findings, refused=outcome.refused)
+    _finish_batch(
+        batch,
+        ScanBatch.Status.DONE,
+        findings=findings,
+        refused=outcome.refused,
+        refusals=[
+            {"target": _given(targets[pk]) if pk in targets else str(pk), "reason": why}
+            for pk, why in outcome.refusal_reasons.items()
+        ],
+    )
     delays = settings.SCAN_GREYLIST_RETRY_DELAYS
     if retry and batch.attempt < len(delays):
         _schedule_retry(batch, retry, delays[batch.attempt])
@@ -137,6 +146,7 @@ class _Outcome:
     results: list[ProbeResult]
     refused: list[int]
     void: bool
+    refusal_reasons: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 async def _probe_targets(
@@ -169,18 +179,25 @@ async def _probe_targets(
         }
         # Refused (private without SCAN_ALLOW_PRIVATE, or a proxy test that would aim a remote
         # proxy at our loopback canary): counted on the run, never probed.
-        refused = [pk for pk, rt in wanted.items() if scanner.refusals([rt], protocols[pk])]
-        runnable = {pk: rt for pk, rt in wanted.items() if pk not in refused}
+        reasons = {
+            pk: why for pk, rt in wanted.items() for _, why in scanner.refusals([rt], protocols[pk])
+        }
+        refused = list(reasons)
+        runnable = {pk: rt for pk, rt in wanted.items() if pk not in reasons}
         tokens = {int(pk): token for pk, token in batch.tokens.items()}
         results = await scanner.run_each(
             [(rt, protocols[pk], tokens.get(pk)) for pk, rt in runnable.items()]
         )
-        return _Outcome(results=results, refused=refused, void=scanner.selfcheck_passed is False)
+        return _Outcome(
+            results=results,
+            refused=refused,
+            void=scanner.selfcheck_passed is False,
+            refusal_reasons={pk: str(why) for pk, why in reasons.items()},
+        )
 
 
 def _given(target: Target) -> str:
-    host = f"[{target.ip}]" if ":" in target.ip else target.ip
-    return f"{host}:{target.port}"
+    return host_port(target.ip, target.port)
 
 
 def _finding_from(result: ProbeResult, target: Target, scan_run_id: int, now: datetime) -> Finding:
@@ -208,7 +225,13 @@ def _finding_from(result: ProbeResult, target: Target, scan_run_id: int, now: da
 
 
 def _finish_batch(
-    batch: ScanBatch, status: str, *, findings: list[Finding], refused: list[int], error: str = ""
+    batch: ScanBatch,
+    status: str,
+    *,
+    findings: list[Finding],
+    refused: list[int],
+    error: str = "",
+    refusals: list[dict[str, str]] | None = None,
 ) -> None:
     with transaction.atomic():
         stored = Finding.objects.bulk_create(findings)
@@ -222,6 +245,8 @@ def _finish_batch(
                 counts[finding.verdict] = counts.get(finding.verdict, 0) + 1
             if refused:
                 counts["refused"] = counts.get("refused", 0) + len(refused)
+            if refusals and batch.attempt == 0:
+                run.refusals = [*run.refusals, *refusals][:1000]
         else:
             counts[status] = counts.get(status, 0) + len(batch.target_ids)
         run.verdict_counts = counts
@@ -238,7 +263,16 @@ def _finish_batch(
             all_void = not run.batches.exclude(status=ScanBatch.Status.VOID).exists()
             run.status = ScanRun.Status.VOID if all_void else ScanRun.Status.FINISHED
             run.finished_at = timezone.now()
-        run.save(update_fields=["verdict_counts", "targets_done", "note", "status", "finished_at"])
+        run.save(
+            update_fields=[
+                "verdict_counts",
+                "refusals",
+                "targets_done",
+                "note",
+                "status",
+                "finished_at",
+            ]
+        )
         for finding in stored:  # campaign opens cases; it acts once the rows are committed
             transaction.on_commit(
                 functools.partial(finding_recorded.send, sender=Finding, finding=finding)
@@ -271,7 +305,7 @@ def scan_limits() -> Limits:
 
 def probe_environment(*, limits: Limits | None = None) -> cli.ProbeEnvironment:
     """What the probe command and scan workers read from settings. The command passes
-    PROBES.md's own bounds; campaign scans use the SCAN_* settings."""
+    the bounds of docs/probes.md; campaign scans use the SCAN_* settings."""
     from scanning.hitstore import DatabaseHitStore
 
     return cli.ProbeEnvironment(

@@ -1,10 +1,13 @@
-"""The public page about our scanner, linked from its EHLO name and User-Agent."""
+"""The public page about our scanner, linked from its EHLO name and User-Agent. In the visitor's
+language (the browser's), from the gettext catalogues."""
 
 from __future__ import annotations
 
+from django.apps import apps
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import translation
 from django.views.decorators.http import require_http_methods
 
 from config.security import public_page
@@ -32,9 +35,19 @@ def opt_out_received(request: HttpRequest) -> HttpResponse:
 
 
 def _about() -> dict[str, object]:
+    operator, contact = settings.SCANNER_OPERATOR, settings.SCANNER_CONTACT_EMAIL
+    if not (operator and contact):
+        # Unset: the lead agency's own name and address. Scanning never imports campaign at
+        # import time (the apps import the other way); the model is looked up by name.
+        partner_model = apps.get_model("campaign", "Partner")
+        lead = partner_model.objects.filter(is_lead=True).only("agency", "reply_to").first()
+        if lead is not None:
+            operator = operator or lead.agency
+            contact = contact or lead.reply_to
     return {
-        "operator": settings.SCANNER_OPERATOR,
-        "contact_email": settings.SCANNER_CONTACT_EMAIL,
+        "operator": operator,
+        "contact_email": contact,
         "source_addresses": settings.SCANNER_SOURCE_ADDRESSES,
         "scanner_name": settings.SCANNER_NAME,
+        "html_lang": translation.to_locale(translation.get_language() or "en").replace("_", "-"),
     }

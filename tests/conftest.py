@@ -1,12 +1,31 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+from django.test import override_settings
 
 from config.celery import app as celery_app
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Tests that share one fixed resource run on one xdist worker, one after another: the real peer
+# servers bind fixed 127.0.x.y addresses, and the integration workers consume one Redis database.
+SERIAL_MARKERS = ("peers", "integration", "browser", "faults")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SERIAL_MARKERS):
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing() -> Iterator[None]:
+    # PBKDF2 is most of what building users costs; tests check roles and scoping, not hashing.
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 def require(available: bool, why: str) -> None:
@@ -16,6 +35,15 @@ def require(available: bool, why: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {why}", pytrace=False)
     pytest.skip(why)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_catalogues() -> None:
+    # The pages are tested in every language from the committed .po files, however they were
+    # installed: compile whatever changed since the last run.
+    from letters import i18n
+
+    i18n.compile_all()
 
 
 @pytest.fixture(autouse=True)
@@ -28,5 +56,13 @@ def _eager_celery_and_test_mail(request: pytest.FixtureRequest, settings) -> Non
     settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
     # Attribution asks public DNS and RDAP: off unless a test serves them from loopback.
     settings.ATTRIBUTE_AFTER_SCAN = False
+    # A cache of its own per test (rate-limit counts): no test inherits another's, nor the
+    # developer's Redis.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": request.node.nodeid,
+        }
+    }
     yield
     celery_app.conf.task_always_eager = previous

@@ -38,6 +38,8 @@ def start_django(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]
         ("CANARY_DOMAIN", "canary.invalid"),
         ("CANARY_SMTP_ADDR", "localhost"),
         ("ANYMAIL_WEBHOOK_SECRET", "no-colon"),
+        ("API_RATE_LIMIT", "lots"),
+        ("FIGURES_REFRESH_SECONDS", "5"),
     ],
 )
 def test_a_bad_value_fails_at_start_up_naming_the_variable(

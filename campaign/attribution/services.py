@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -27,6 +28,7 @@ from campaign.attribution.reverse_dns import reverse_dns
 from campaign.models import (
     LANGUAGE_CODES,
     Attribution,
+    AttributionJob,
     Campaign,
     Case,
     CaseEvent,
@@ -78,10 +80,6 @@ class BatchReport:
             "timeouts": kinds.count(rdap.RdapTimeout.kind),
             "cases": len({c.pk for r in self.results for c in r.cases}),
         }
-
-
-def active_campaign() -> Campaign | None:
-    return Campaign.objects.filter(is_active=True).order_by("-starts_on", "-id").first()
 
 
 def partner_for_country(country: str) -> Partner:
@@ -153,25 +151,42 @@ def network_lookup(address: str, limited: dict[str, int | None]) -> tuple[Networ
 # --- Owners and contact chains -------------------------------------------------------------------
 
 
-def _owner_by_handle(handle: str) -> ServerOwner | None:
-    owner = ServerOwner.objects.filter(rdap_handle=handle).order_by("id").first()
+def _has_handle(owner: ServerOwner, handle: str) -> bool:
+    merged = (owner.corrections or {}).get("merged_handles") or []
+    return owner.rdap_handle == handle or handle in merged
+
+
+def _owner_by_handle(
+    handle: str, *, partner: Partner, current: ServerOwner | None = None
+) -> ServerOwner | None:
+    """The owner this handle stands for, never one of another partner's: a handle set by hand
+    on another partner's owner must not pull this network's targets into that partner's case.
+
+    The target's current owner keeps it while it still carries the handle (the lead agency may
+    have moved that owner to another partner by a correction); otherwise the handle matches only
+    the owners of `partner`, the one the registry's country routes to.
+    """
+    if current is not None and _has_handle(current, handle):
+        return current
+    owners = ServerOwner.objects.filter(partner=partner)
+    owner = owners.filter(rdap_handle=handle).order_by("id").first()
     if owner is not None:
         return owner
     # An owner merged into another by hand: its handle now leads to the survivor.
-    for candidate in ServerOwner.objects.filter(corrections__has_key="merged_handles"):
-        if handle in (candidate.corrections.get("merged_handles") or []):
+    for candidate in owners.filter(corrections__has_key="merged_handles").order_by("id"):
+        if _has_handle(candidate, handle):
             return candidate
     return None
 
 
-def owner_for_network(info: NetworkInfo) -> ServerOwner:
+def owner_for_network(info: NetworkInfo, *, current: ServerOwner | None = None) -> ServerOwner:
     handle = info.owner_handle[:100]
     if not handle:
         raise rdap.RdapError("the RDAP answer names neither a registrant nor a network handle")
     with transaction.atomic():
         # Serialise owner creation: there is no unique key on rdap_handle to race against.
         list(Partner.objects.select_for_update().filter(is_lead=True).values_list("id"))
-        owner = _owner_by_handle(handle)
+        owner = _owner_by_handle(handle, partner=partner_for_country(info.country), current=current)
         if owner is None:
             owner = ServerOwner(rdap_handle=handle)
         owner_refresh(owner, info)
@@ -310,7 +325,7 @@ def target_attribute(
     error_kind = ""
     try:
         info, source = network_lookup(target.ip, limited)
-        owner = owner_for_network(info)
+        owner = owner_for_network(info, current=attribution.server_owner)
     except rdap.RdapError as exc:
         # Reported on the row and counted on the batch; the owner found before stays.
         error_kind = exc.kind
@@ -336,12 +351,65 @@ def target_attribute(
 
 def targets_attribute(*, targets: Iterable[Target]) -> BatchReport:
     """Attribute each target; an error on one (a 429, a timeout) is reported, not raised."""
-    campaign = active_campaign()
+    campaign = Campaign.objects.current()
     limited: dict[str, int | None] = {}
     report = BatchReport()
     for target in targets:
         report.results.append(target_attribute(target, campaign=campaign, limited=limited))
     return report
+
+
+def attribution_job_start(
+    *, target_ids: list[int], actor: User | AnonymousUser | None = None
+) -> AttributionJob:
+    """A job record the user can watch; the worker fills in its counts and errors."""
+    from campaign.tasks import attribute_job as attribute_job_task  # tasks import services
+
+    ids = sorted(set(target_ids))
+    job = AttributionJob.objects.create(
+        target_ids=ids,
+        targets_total=len(ids),
+        started_by=actor if actor is not None and actor.is_authenticated else None,
+    )
+    attribute_job_task.delay_on_commit(job.pk)
+    return job
+
+
+def attribution_job_run(*, job_id: int) -> AttributionJob | None:
+    """Run a queued job once (claimed first: a redelivered task finds nothing to do)."""
+    claimed = AttributionJob.objects.filter(pk=job_id, status=AttributionJob.Status.QUEUED).update(
+        status=AttributionJob.Status.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    job = AttributionJob.objects.get(pk=job_id)
+    targets = Target.objects.filter(id__in=job.target_ids).order_by("id")
+    try:
+        report = targets_attribute(targets=targets)
+    except Exception as exc:  # reported on the job: the user sees why, the worker carries on
+        AttributionJob.objects.filter(pk=job_id).update(
+            status=AttributionJob.Status.FAILED,
+            failure=f"{type(exc).__name__}: {exc}"[:2000],
+            finished_at=timezone.now(),
+        )
+        raise
+    errors = [
+        {"target": str(r.target), "error": r.attribution.error or r.error_kind}
+        for r in report.results
+        if r.error_kind
+    ]
+    missing = len(job.target_ids) - len(report.results)
+    if missing:
+        errors.append({"target": "", "error": f"{missing} target(s) no longer exist."})
+    AttributionJob.objects.filter(pk=job_id).update(
+        status=AttributionJob.Status.DONE,
+        counts=report.counts(),
+        errors=errors[:1000],
+        error_count=len(errors),
+        finished_at=timezone.now(),
+    )
+    job.refresh_from_db()
+    return job
 
 
 def targets_needing_attribution() -> Any:

@@ -2,11 +2,13 @@
 
 Pure Python on purpose (no Django at import), like letters.tone: the page, the tests and the
 letter rendering all read the same data. Commands and configuration lines are language-neutral
-and live in snippets.toml; each <lang>.toml holds the prose, the self-check list and the page's
-UI strings. There is no English fallback: a language without its own file raises KeyError.
+and live in snippets.toml; each <lang>.toml holds the prose and the self-check list (the page's
+interface strings are in the gettext catalogues under locale/). There is no English fallback: a
+language without its own file raises KeyError.
 
 In snippets, 192.0.2.10 (RFC 5737) stands for the server's own address, example.org for a
-sender and example.com for an outside recipient; the prose says so where it matters.
+sender and example.com for an outside recipient; the prose says so where it matters. The page
+shows each guide with the address and port of its own finding (`for_server`).
 """
 
 from __future__ import annotations
@@ -74,7 +76,6 @@ StepKey = Literal["confirm", "change", "test"]
 @dataclass(frozen=True)
 class GuideStep:
     key: StepKey
-    heading: str  # from [page] step_<key>
     text: str  # prose, short paragraphs separated by a blank line, {file} filled in
     snippet: str  # commands or configuration lines, language-neutral; may be ""
     file: str  # the file the change goes into; only on the "change" step, else ""
@@ -133,8 +134,17 @@ def language_data(language: str) -> dict[str, Any]:
     return _load(path)
 
 
-def page_strings(language: str) -> dict[str, str]:
-    return dict(language_data(language)["page"])
+def for_server(text: str, ip: str, port: int) -> str:
+    """A guide's text with the placeholder address made the finding's own: the address in
+    commands, ACLs and networks, and the port where a command connects to it."""
+    v6 = ":" in ip
+    host = f"[{ip}]" if v6 else ip
+    own = re.escape(OWN_ADDRESS)
+    text = re.sub(own + r"/32\b", f"{ip}/{128 if v6 else 32}", text)
+    text = re.sub(own + r":\d+\b", f"{host}:{port}", text)
+    text = re.sub(r"\btelnet " + own + r" \d+\b", f"telnet {ip} {port}", text)
+    text = re.sub(r"--server " + own + r"\b", f"--server {host}:{port}", text)
+    return re.sub(own + r"(?![\d.])", ip, text)
 
 
 def guide_for(kind: str, software_family: str | None, language: str) -> Guide:
@@ -144,12 +154,10 @@ def guide_for(kind: str, software_family: str | None, language: str) -> Guide:
         software = "generic"
     prose = data[kind][software]
     snippet = snippets()[kind][software]
-    page = data["page"]
     file = snippet["file"]
     steps = [
         GuideStep(
             key=key,  # type: ignore[arg-type]
-            heading=page[f"step_{key}"],
             text=prose[key].strip().replace("{file}", file),
             snippet=snippet[key].strip("\n"),
             file=file if key == "change" else "",

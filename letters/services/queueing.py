@@ -6,10 +6,10 @@ from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from campaign.models import Case, CaseEvent, Contact, Suppression
+from campaign.models import Case, CaseEvent, Contact, Partner, Suppression
 from campaign.services import case_record_event, owner_is_suppressed
 from letters import rendering
 from letters.models import Letter, LetterKind
@@ -39,13 +39,9 @@ QUEUEABLE = {
 }
 
 
-def _active_suppressions() -> QuerySet[Suppression]:
-    now = timezone.now()
-    return Suppression.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-
-
-def email_is_suppressed(email: str) -> bool:
-    return _active_suppressions().filter(email__iexact=email).exists()
+def email_is_suppressed(email: str, *, partner: Partner) -> bool:
+    """Whether `partner`'s letters must not go to this address (its own or a global one)."""
+    return Suppression.objects.active().affecting(partner).filter(email__iexact=email).exists()
 
 
 def letter_next_contact(case: Case, *, kind: str = LetterKind.INITIAL) -> Contact | None:
@@ -57,7 +53,13 @@ def letter_next_contact(case: Case, *, kind: str = LetterKind.INITIAL) -> Contac
             "recipient_email", flat=True
         )
     }
-    suppressed = {e.lower() for e in _active_suppressions().values_list("email", flat=True) if e}
+    suppressed = {
+        e.lower()
+        for e in Suppression.objects.active()
+        .affecting(case.partner_id)
+        .values_list("email", flat=True)
+        if e
+    }
     contacts = case.server_owner.contacts.filter(bounced_at__isnull=True).exclude(
         kind=Contact.Kind.PARTNER
     )
@@ -89,7 +91,7 @@ def letter_queue_refusal(
     # The case stays `ready` until the letter is sent: a second click would pick the next contact.
     if Letter.objects.filter(case=case, kind=kind, status__in=IN_FLIGHT).exists():
         return f"a {kind} letter is on its way already"
-    if owner_is_suppressed(case.server_owner):
+    if owner_is_suppressed(case.server_owner, partner=case.partner):
         return "the owner or its contacts asked not to be written to"
     if rendering.approved_template(case.partner, kind=kind, language=case.language) is None:
         return f"no approved {kind} template in “{case.language}” for {case.partner.country}"

@@ -12,7 +12,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from campaign import workflow
-from campaign.models import Attention, Case, CaseEvent
+from campaign.models import Attention, Case, CaseEvent, Suppression
 from campaign.services import (
     IllegalTransition,
     case_attention_set,
@@ -21,7 +21,7 @@ from campaign.services import (
 )
 from letters import emails, links, rendering
 from letters.models import Letter, LetterKind
-from letters.services.queueing import QUEUEABLE, _active_suppressions, email_is_suppressed
+from letters.services.queueing import QUEUEABLE
 from letters.tasks import TransientSendError
 
 logger = logging.getLogger(__name__)
@@ -70,9 +70,10 @@ def _letter_requeued(letter: Letter, error: str) -> None:
 
 def _send_refusal(letter: Letter) -> str | None:
     """Checked again at send time: the case or its owner may have changed since queueing."""
-    if email_is_suppressed(letter.recipient_email):
+    active = Suppression.objects.active().affecting(letter.case.partner_id)
+    if active.filter(email__iexact=letter.recipient_email).exists():
         return "The recipient asked not to be written to (suppressed)."
-    if _active_suppressions().filter(server_owner_id=letter.case.server_owner_id).exists():
+    if active.filter(server_owner_id=letter.case.server_owner_id).exists():
         return "The owner asked not to be written to (suppressed)."
     if letter.case.status not in QUEUEABLE[LetterKind(letter.kind)]:
         return f"The case is “{letter.case.get_status_display()}” now: not sent."

@@ -87,6 +87,9 @@ def template_approval_refusal(template: LetterTemplate, actor: AbstractBaseUser)
         )
     if template.status == LetterTemplate.Status.APPROVED:
         return "This version is already approved."
+    # Four eyes: whoever wrote a version does not approve it (superusers included).
+    if template.created_by_id is not None and template.created_by_id == actor.pk:
+        return "You edited this version: another approver must approve it."
     for source in (template.subject, template.body_html, template.body_text):
         error = rendering.sandbox_check(source)
         if error:

@@ -19,7 +19,6 @@ from letters.models import DeliveryEvent, Letter
 from letters.services.bounces import bounce_kind
 from letters.services.queueing import (
     LetterNotQueued,
-    _active_suppressions,
     _superseded,
     letter_next_contact,
     letter_queue,
@@ -154,7 +153,8 @@ def _apply_delivery_event(record: DeliveryEvent) -> None:
         _queue_next_contact(case, letter)
     elif record.event_type == EventType.COMPLAINED:
         email = record.recipient or letter.recipient_email
-        if not _active_suppressions().filter(email__iexact=email).exists():
+        active = Suppression.objects.active().affecting(case.partner)
+        if not active.filter(email__iexact=email).exists():
             Suppression.objects.create(
                 partner=case.partner,
                 email=email,

@@ -1,4 +1,4 @@
 """Evidence-graded probes for open SMTP relays and open proxies.
 
-Plain asyncio: sockets in, dataclasses out. Nothing here imports Django (see STYLE.md).
+Plain asyncio: sockets in, dataclasses out. Nothing here imports Django (docs/architecture.md).
 """

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,7 +26,7 @@ class Verdict(enum.StrEnum):
     NOT_APPLICABLE = "not-applicable"
 
 
-# PROBES.md: confirmed > likely > likely-weak > inconclusive > auth-required > closed.
+# docs/probes.md: confirmed > likely > likely-weak > inconclusive > auth-required > closed.
 VERDICT_PRECEDENCE: dict[Verdict, int] = {
     Verdict.CONFIRMED_OPEN: 6,
     Verdict.LIKELY_OPEN: 5,
@@ -33,6 +36,42 @@ VERDICT_PRECEDENCE: dict[Verdict, int] = {
     Verdict.CLOSED: 1,
     Verdict.NOT_APPLICABLE: 0,
 }
+
+
+# The one ordering of verdicts, strongest first (exports, summaries and the admin use it too).
+VERDICTS_STRONGEST_FIRST: tuple[Verdict, ...] = tuple(
+    sorted(Verdict, key=VERDICT_PRECEDENCE.__getitem__, reverse=True)
+)
+
+
+# While a probe holds its turn (its IP's one connection, a concurrency slot), the runner puts a
+# release function here. A probe that is done with the network calls `release_turn()` before it
+# waits for the canary, so that wait never keeps the next probe of the same IP, or any other
+# target, from starting.
+_turn_release: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "probe_turn_release", default=None
+)
+
+
+def release_turn() -> None:
+    """Give up this probe's IP turn and concurrency slot: it will not connect again."""
+    release = _turn_release.get()
+    if release is not None:
+        release()
+
+
+@contextlib.contextmanager
+def holding_turn(release: Callable[[], None]) -> Iterator[None]:
+    reset = _turn_release.set(release)
+    try:
+        yield
+    finally:
+        _turn_release.reset(reset)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as people and URLs write it: IPv6 addresses in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def strongest(verdicts: list[Verdict]) -> Verdict:
@@ -80,7 +119,7 @@ class TransportStatus(enum.StrEnum):
 
 
 class Reason(enum.StrEnum):
-    """The one catalogue of machine-readable reasons (PROBES.md). Docs list these values."""
+    """The one catalogue of machine-readable reasons; docs/probes.md explains each."""
 
     # SMTP
     NO_SMTP_GREETING = "no_smtp_greeting"
@@ -224,7 +263,7 @@ class ProbeResult:
         return 6 if ":" in self.ip else 4
 
     def as_json(self) -> dict[str, Any]:
-        """The `probe` command's JSON object (BRIEF.md names the keys)."""
+        """The `probe` command's JSON object; its keys are a public interface."""
         out: dict[str, Any] = {
             "target": self.target,
             "ip": self.ip,
@@ -249,7 +288,7 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds of PROBES.md ("Manners"); tests shrink them, never remove them."""
+    """The bounds of docs/probes.md ("Manners and bounds"); tests shrink them, never remove them."""
 
     connect_timeout: float = 10.0
     reply_timeout: float = 10.0

@@ -25,9 +25,9 @@ class CanaryConfig:
     tls_addr: tuple[str, int]  # the same over TLS (CONNECT CANARY:443 lands here)
     smtp_addr: tuple[str, int]  # SMTP sink (relayed test messages, CONNECT CANARY:25)
     secret: bytes  # HMAC key; CANARY_SECRET in deployments
-    # A canary port known not to be a proxy, for the batch self-check (PROBES.md).
+    # A canary port known not to be a proxy, for the batch self-check (docs/probes.md).
     selfcheck_addr: tuple[str, int] | None = None
-    # The HTTP canary over IPv6, for the SOCKS5 ATYP 4 test (PROBES.md); None: no such test.
+    # The HTTP canary over IPv6, for the SOCKS5 ATYP 4 test (docs/probes.md); None: no such test.
     http_addr6: tuple[str, int] | None = None
 
 

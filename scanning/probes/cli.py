@@ -1,4 +1,4 @@
-"""The `probe` command's logic (BRIEF.md, "Interfaces that others rely on"), free of Django.
+"""The `probe` command's logic, free of Django; its options and JSON keys are a public interface.
 
 `manage.py probe` adds these arguments to its parser and calls `run()` with the settings it read.
 Exit status: 2 for bad arguments or a refused target (before anything is sent), else 0.
@@ -16,6 +16,7 @@ import re
 import secrets
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -35,12 +36,16 @@ from scanning.probes.runner import (
     refuse_reason,
     split_host_port,
 )
+from scanning.probes.smtp_relay import awaits_confirmation, confirm_with_hits
 from scanning.probes.smtp_sink import start_smtp_sink
 
 EXIT_USAGE = 2
 # The command's own canary answers for this domain unless told otherwise. `.test` never resolves
 # on the Internet (RFC 6761), so a stray relay attempt towards it can reach no third party.
 DEFAULT_CANARY_DOMAIN = "canary.secure-your-server.test"
+# After the last session ends, how long the command waits for late deliveries to its sink.
+DEFAULT_WAIT = 10.0
+MAX_WAIT = 3600.0
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
@@ -101,6 +106,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--canary-smtp", metavar="HOST:PORT", help="where the command's own SMTP sink listens"
     )
     parser.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_WAIT,
+        help="how long to wait for late canary confirmations after the last session ends "
+        f"(default {DEFAULT_WAIT:g}; 0 returns at once)",
+    )
+    parser.add_argument(
         "--json", action="store_true", default=True, help="JSON Lines output (the default)"
     )
 
@@ -111,6 +124,7 @@ class _Plan:
     options: ScanOptions
     canary_domain: str
     canary_smtp: Addr | None
+    wait: float = 0.0
 
 
 def _ip_literal(text: str, what: str) -> str:
@@ -192,6 +206,10 @@ def plan(options: dict[str, Any], env: ProbeEnvironment) -> _Plan:
         if problem:
             raise UsageError(f"--canary-smtp {text}: cannot listen there ({problem})")
         canary_smtp = (host, port)
+    wait = options.get("wait")
+    wait = DEFAULT_WAIT if wait is None else wait
+    if not (isinstance(wait, int | float) and 0 <= wait <= MAX_WAIT):
+        raise UsageError(f"--wait {wait!r}: seconds from 0 to {MAX_WAIT:g}")
     check_canary_settings(env, domain=options.get("canary_domain"), smtp=canary_smtp)
     allow_private = bool(options.get("allow_private"))
     refused = []
@@ -214,12 +232,19 @@ def plan(options: dict[str, Any], env: ProbeEnvironment) -> _Plan:
         allow_private=allow_private,
         confirm=bool(options.get("confirm")),
         source=source or None,
-        limits=env.limits,
+        # Sessions never wait for the sink: a delivery that comes later upgrades the line then.
+        limits=dataclasses.replace(env.limits, confirm_wait=0),
         scanner_name=env.scanner_name,
         user_agent=env.user_agent,
         contact=env.contact,
     )
-    return _Plan(targets=targets, options=scan, canary_domain=domain, canary_smtp=canary_smtp)
+    return _Plan(
+        targets=targets,
+        options=scan,
+        canary_domain=domain,
+        canary_smtp=canary_smtp,
+        wait=float(wait),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -302,12 +327,30 @@ async def _probe_all(plan_: _Plan, env: ProbeEnvironment, out: TextIO) -> None:
         hits,
     ):
         scanner = Scanner(canary=canary, hits=hits, options=plan_.options)
+        pending: list[ProbeResult] = []
 
-        def emit(result: ProbeResult) -> None:
-            out.write(json.dumps(result.as_json(), ensure_ascii=False) + "\n")
+        def emit(result: ProbeResult, *, final: bool) -> None:
+            line = {**result.as_json(), "final": final}
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
             out.flush()  # one line per finished target, while the others still run
 
-        await scanner.run(plan_.targets, on_result=emit)
+        def on_result(result: ProbeResult) -> None:
+            waiting = awaits_confirmation(result)
+            if waiting:
+                pending.append(result)
+            emit(result, final=not waiting)
+
+        await scanner.run(plan_.targets, on_result=on_result)
+        if pending and plan_.wait > 0:
+            # Real MTAs queue before they deliver: the sink may hear from them seconds later.
+            deadline = time.monotonic() + plan_.wait
+
+            async def settle(result: ProbeResult) -> None:
+                left = max(deadline - time.monotonic(), 0)
+                found = await hits.wait_for(result.token or "", kind="smtp", timeout=left)
+                emit(confirm_with_hits(result, found) if found else result, final=True)
+
+            await asyncio.gather(*(settle(r) for r in pending))
 
 
 def run(options: dict[str, Any], env: ProbeEnvironment, stdout: TextIO | None = None) -> None:

@@ -2,7 +2,7 @@
 
 A handshake proves nothing: the verdict is `confirmed-open` only when the canary logged the
 probe's token and the proxy handed back HMAC(secret, token), which only the canary knows. The
-only destinations ever asked for are the canary's configured addresses (PROBES.md, "Manners").
+only destinations ever asked for are the canary's configured addresses (docs/probes.md).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from scanning.probes.base import (
     Transcript,
     TransportStatus,
     Verdict,
+    host_port,
+    release_turn,
     strongest,
 )
 from scanning.probes.canary import (
@@ -255,10 +257,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await asyncio.wait_for(writer.wait_closed(), 1.0)
     except (OSError, TimeoutError, ssl.SSLError, RuntimeError):
         pass
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _request(method: str, target: str, host: str, user_agent: str) -> tuple[bytes, list[str]]:
@@ -545,6 +543,7 @@ class _Probe:
             self.sess.transcript.note("exchange time limit reached")
         except _Fail as exc:
             self.fatal = exc
+        release_turn()  # every connection is closed; what is left is reading the canary's log
         try:
             async with asyncio.timeout(max(self.limits.reply_timeout, 0.1)):
                 await self.collect_hits()
@@ -677,7 +676,7 @@ async def _connect_test(probe: _Probe, test: _Test, host: str, port: int, kind: 
     """CONNECT to the canary's TLS endpoint or SMTP sink, then prove the tunnel reaches it."""
     sess = probe.sess
     probe.tests.append(test)
-    authority = _hostport(host, port)
+    authority = host_port(host, port)
     reader, writer = await sess.connect()
     try:
         data, shown = _request("CONNECT", authority, authority, probe.user_agent)
@@ -812,7 +811,7 @@ async def probe_http_proxy(
 
     async def body() -> None:
         sess = probe.sess
-        own = _hostport(ip, port)
+        own = host_port(ip, port)
         root = _Test("baseline-root", own)
         await _http_test(probe, root, "GET", "/", own)
         bogus_host = f"{secrets.token_hex(8)}.invalid"
@@ -825,7 +824,7 @@ async def probe_http_proxy(
                 raise
             _fail(bogus, exc, sess)
         http_host, http_port = canary.http_addr
-        authority = _hostport(http_host, http_port)
+        authority = host_port(http_host, http_port)
         get = _Test("get", authority, token=probe.sub_token("get"))
         try:
             url = f"http://{authority}/c/{get.token}"
@@ -838,7 +837,7 @@ async def probe_http_proxy(
             ("connect-tls", canary.tls_addr, "tls"),
             ("connect-smtp", canary.smtp_addr, "smtp"),
         ):
-            test = _Test(name, _hostport(*addr), tunnel=True)
+            test = _Test(name, host_port(*addr), tunnel=True)
             if kind == "tls":
                 test.token = probe.sub_token("tls")
             try:
@@ -891,7 +890,7 @@ async def _socks4_test(probe: _Probe, test: _Test, host: str, port: int, remote_
         if reply[1] != 0x5A:
             test.handshake = f"socks-{SOCKS4_REPLIES[reply[1]]}"
             return
-        await _through_granted_tunnel(probe, test, reader, writer, _hostport(host, port))
+        await _through_granted_tunnel(probe, test, reader, writer, host_port(host, port))
     finally:
         await _close(writer)
 
@@ -939,10 +938,10 @@ async def probe_socks4(
     async def body() -> None:
         literal = _ip_literal(host)
         if isinstance(literal, ipaddress.IPv4Address):
-            test = _Test("socks4", _hostport(host, cport), token=probe.sub_token("s4"), tunnel=True)
+            test = _Test("socks4", host_port(host, cport), token=probe.sub_token("s4"), tunnel=True)
             await _root_or_fail(probe, test, _socks4_test(probe, test, host, cport, False))
         # The name form sends the configured host text (an IP literal in tests: no DNS anywhere).
-        test = _Test("socks4a", _hostport(host, cport), token=probe.sub_token("s4a"), tunnel=True)
+        test = _Test("socks4a", host_port(host, cport), token=probe.sub_token("s4a"), tunnel=True)
         await _root_or_fail(probe, test, _socks4_test(probe, test, host, cport, True))
 
     return await probe.run(body)
@@ -993,7 +992,7 @@ async def _socks5_test(probe: _Probe, test: _Test, host: str, port: int, by_name
         if head[1] != 0:
             test.handshake = f"socks-{SOCKS5_REPLIES.get(head[1], 'error')}"
             return
-        await _through_granted_tunnel(probe, test, reader, writer, _hostport(host, port))
+        await _through_granted_tunnel(probe, test, reader, writer, host_port(host, port))
     finally:
         await _close(writer)
 
@@ -1033,7 +1032,7 @@ async def probe_socks5(
             plan.append(("socks5-ipv6", v6[0], v6[1], False))
         for name, thost, tport, by_name in plan:
             token = probe.sub_token(name.removeprefix("socks5-"))
-            test = _Test(name, _hostport(thost, tport), token=token, tunnel=True)
+            test = _Test(name, host_port(thost, tport), token=token, tunnel=True)
             await _root_or_fail(probe, test, _socks5_test(probe, test, thost, tport, by_name))
             if test.auth_required:
                 break  # every further request would meet the same demand
@@ -1061,7 +1060,7 @@ async def selfcheck(
     result = await probe_http_proxy(
         host,
         port,
-        target=_hostport(host, port),
+        target=host_port(host, port),
         canary=canary,
         hits=MemoryHitStore(),
         limits=limits,

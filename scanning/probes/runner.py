@@ -1,7 +1,7 @@
 """Running probes over many targets: parsing, the address policy, protocol choice and manners.
 
 Plain asyncio, no Django (the `probe` command and the Celery tasks both drive it). The manners of
-PROBES.md live here, not in the probes: one connection at a time per target IP, a token bucket
+docs/probes.md live here, not in the probes: one connection at a time per target IP, a token bucket
 per network, a global concurrency cap, the exclusion list asked right before each probe connects,
 and the batch self-check that voids every result when something on our side intercepts traffic.
 """
@@ -27,6 +27,7 @@ from scanning.probes.base import (
     Transcript,
     TransportStatus,
     Verdict,
+    holding_turn,
 )
 from scanning.probes.canary import CanaryConfig, HitStore
 from scanning.probes.open_proxy import (
@@ -196,7 +197,7 @@ LOOPBACK_CANARY = "the canary listens on loopback, which a proxy there would tak
 def canary_reachable(target: Target, protocol: str, canary_http_host: str) -> bool:
     """May a proxy at `target` be aimed at the canary? Never at the proxy's own loopback.
 
-    PROBES.md: a proxy is never pointed at loopback or private ranges behind it, and a remote
+    docs/probes.md: a proxy is never pointed at loopback or private ranges behind it, and a remote
     proxy told to fetch 127.0.0.1 would fetch its own. SMTP needs no such care: the test mail is
     addressed to the canary domain, never to an address.
     """
@@ -307,7 +308,7 @@ def _bare_result(
 
 
 class Scanner:
-    """Probes many targets concurrently, with the manners of PROBES.md.
+    """Probes many targets concurrently, with the manners of docs/probes.md.
 
     `is_excluded(ip)` (sync or async) is asked right before every probe connects; an excluded
     target gets a `not-applicable` result with Reason.EXCLUDED and nothing is sent to it.
@@ -418,11 +419,9 @@ class Scanner:
                 "not probed: the batch self-check reached something that is not our canary",
             )
             return [result]
-        lock = self._ip_locks.setdefault(_host_ip(target.ip), asyncio.Lock())
-        async with lock:  # one connection at a time per target IP
-            if chosen != AUTO:
-                return [await self._probe(target, Protocol(chosen), token)]
-            return await self._auto(target, token)
+        if chosen != AUTO:
+            return [await self._probe(target, Protocol(chosen), token)]
+        return await self._auto(target, token)
 
     def _guess(self, target: Target, protocol: str | None = None) -> Protocol:
         chosen = protocol or self.options.protocol
@@ -444,7 +443,12 @@ class Scanner:
 
     @contextlib.asynccontextmanager
     async def _turn(self, target: Target) -> AsyncIterator[None]:
-        """Wait for the network's rate and a global slot; the caller holds the IP's lock."""
+        """The target IP's one connection, the network's rate and a global slot.
+
+        A probe that has closed its connections and only waits for the canary gives the turn
+        back early (`release_turn()`): the IP's next target and other targets go on meanwhile.
+        """
+        lock = self._ip_locks.setdefault(_host_ip(target.ip), asyncio.Lock())
         key = network_key(
             _host_ip(target.ip), v4_prefix=self.options.v4_prefix, v6_prefix=self.options.v6_prefix
         )
@@ -452,11 +456,28 @@ class Scanner:
         if bucket is None:
             bucket = TokenBucket(self.options.network_rate, self.options.network_burst)
             self._buckets[key] = bucket
-        await bucket.acquire()
         if self._slots is None:
             self._slots = asyncio.Semaphore(max(1, self.options.max_concurrency))
-        async with self._slots:
-            yield
+        slots = self._slots
+        await lock.acquire()  # one connection at a time per target IP
+        held = {"lock": True, "slot": False}
+
+        def release() -> None:
+            if held["slot"]:
+                held["slot"] = False
+                slots.release()
+            if held["lock"]:
+                held["lock"] = False
+                lock.release()
+
+        try:
+            await bucket.acquire()
+            await slots.acquire()
+            held["slot"] = True
+            with holding_turn(release):
+                yield
+        finally:
+            release()
 
     async def _probe(
         self, target: Target, protocol: Protocol, token: str | None = None

@@ -1,4 +1,4 @@
-"""The SMTP open-relay probe of PROBES.md: controlled variants, then delivery to our own canary.
+"""The SMTP open-relay probe (docs/probes.md): controlled variants, then delivery to our own canary.
 
 Every read is bounded (per reply, per probe, per host), the server's word is never trusted alone
 (a `.invalid` control tells a catch-all from a discriminating relay), and the only mail ever sent
@@ -8,6 +8,7 @@ is one small message addressed to the canary domain.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import functools
 import hashlib
@@ -28,13 +29,14 @@ from scanning.probes.base import (
     Transport,
     TransportStatus,
     Verdict,
+    release_turn,
 )
 from scanning.probes.canary import CanaryConfig, CanaryHit, HitStore, new_token
 from scanning.probes.smtp_fingerprint import smtp_software
 
 MAX_LINE_BYTES = 2048  # RFC 5321 caps reply lines at 512; real banners stay far below this
 READ_CHUNK = 4096
-DEFAULT_RETRY_AFTER = 300  # PROBES.md: retry a temporarily refused pair after >= 5 minutes
+DEFAULT_RETRY_AFTER = 300  # docs/probes.md: retry a temporarily refused pair after >= 5 minutes
 MAX_CONNECTIONS = 8  # 16 variants at 8 refusals per connection, plus TLS and disconnect retries
 MAX_DISCONNECT_RECONNECTS = 2
 DETAIL_TEXT_CHARS = 512
@@ -756,6 +758,7 @@ async def probe_smtp(
         probe.stop = _Stop(TransportStatus.IO_TIMEOUT, Reason.TIMEOUT, "probe time used up")
         probe.transcript.note("stopped: probe time used up")
     if probe.data_accepted:
+        release_turn()  # the connection is closed; only the canary's word is awaited now
         probe.transcript.note(f"waiting up to {limits.confirm_wait:g}s for the canary sink")
         probe.hits = await hits.wait_for(probe.token, kind="smtp", timeout=limits.confirm_wait)
         probe.transcript.note(f"canary sink hits: {len(probe.hits)}")
@@ -810,3 +813,35 @@ def _auth_mechanisms(ehlo: list[str]) -> list[str]:
         if m:
             mechanisms += [w.upper() for w in m.group(1).split() if w.upper() not in mechanisms]
     return mechanisms
+
+
+def awaits_confirmation(result: ProbeResult) -> bool:
+    """An SMTP result whose test message was accepted but not (yet) seen by our sink: a later
+    delivery would make it `confirmed-open`."""
+    return (
+        result.protocol is Protocol.SMTP
+        and Reason.ACCEPTED_NOT_DELIVERED in result.reasons
+        and bool(result.token)
+    )
+
+
+def confirm_with_hits(result: ProbeResult, hits: list[CanaryHit]) -> ProbeResult:
+    """The same result, now that our sink received the test message it carried."""
+    reasons: list[Reason] = [r for r in result.reasons if r is not Reason.ACCEPTED_NOT_DELIVERED]
+    if Reason.DELIVERED_TO_CANARY not in reasons:
+        reasons.append(Reason.DELIVERED_TO_CANARY)
+    pattern = re.compile(re.escape(result.token or ""), re.I)
+    seen = [{"peer_ip": h.peer_ip, "detail": h.detail} for h in hits]
+    details = {**result.details, "delivered": True, "canary_hits": _redact(seen, pattern)}
+    note = {
+        "t_ms": result.duration_ms,
+        "direction": "!",
+        "text": f"canary sink received the test message ({len(hits)} hit(s)), after the session",
+    }
+    return dataclasses.replace(
+        result,
+        verdict=Verdict.CONFIRMED_OPEN,
+        reasons=reasons,
+        details=details,
+        transcript=[*result.transcript, note],
+    )

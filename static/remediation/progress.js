@@ -35,9 +35,9 @@
     var next = document.getElementById("next-text");
     if (next && data.next_text) { next.textContent = data.next_text; }
     box.setAttribute("data-state", data.state);
-    if (data.case_status === "fixed") {
-      var button = document.getElementById("check-button");
-      if (button && button.form) { button.form.parentNode.removeChild(button.form); }
+    if (data.can_recheck === false) {
+      var forms = document.querySelectorAll("form.check-form");
+      for (var i = 0; i < forms.length; i += 1) { forms[i].parentNode.removeChild(forms[i]); }
     }
   }
 

@@ -26,11 +26,16 @@ from letters.rendering import bcp47
 from scanning import services as scanning_services
 from scanning.models import Finding, ScanRun, Target
 from scanning.signals import finding_recorded
-from tests.letters.helpers import approved_template
+from tests.letters.helpers import PageText, approved_template
 from tests.peers.servers import require_peer, start_peer
 from tests.traps.smtp_traps import run_trap
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+CLOSED = "Closed: your server refused our test. Thank you for fixing it."
+QUEUED = (
+    "Your check is in the queue. This page shows the result when it arrives; you can also "
+    "reload it."
+)
 
 FAST_SCAN = {
     "SCAN_ALLOW_PRIVATE": True,
@@ -126,7 +131,7 @@ def test_check_again_against_a_real_postfix_fixed_in_the_meantime(  # type: igno
     # The fixed Postfix trusts only its own address; the probe comes from another one.
     settings.SCAN_SOURCE_ADDRESS = "127.0.72.2"
     langs = two_languages()
-    first, second = guides.page_strings(langs[0]), guides.page_strings(langs[-1])
+    first, second = PageText(langs[0]), PageText(langs[-1])
     campaign, owner = make_owner(langs)
     problems = watch_csp(page)
     with start_peer("postfix", "open", listen="127.0.72.1") as peer:
@@ -155,7 +160,7 @@ def test_check_again_against_a_real_postfix_fixed_in_the_meantime(  # type: igno
         assert page.locator("html").get_attribute("lang") == bcp47(langs[0])
         table = page.locator("table.findings").inner_text()
         assert "127.0.72.1" in table and "25" in table
-        assert first["kind_smtp_relay"] in table
+        assert first("Open mail relay (SMTP)") in table
         assert "ESMTP Postfix" in page.locator("pre.evidence").inner_text()
         assert guides.guide_for("smtp_relay", "Postfix", langs[0]).title in page.content()
         page.screenshot(path=str(screenshot_dir / f"remediation-{langs[0]}.png"), full_page=True)
@@ -164,14 +169,14 @@ def test_check_again_against_a_real_postfix_fixed_in_the_meantime(  # type: igno
         with page.expect_navigation():
             page.click(".lang-switch button")
         assert page.locator("html").get_attribute("lang") == bcp47(langs[-1])
-        assert page.locator("h1").inner_text() == second["title"]
+        assert page.locator("h1").inner_text() == second("Securing your server")
         page.screenshot(path=str(screenshot_dir / f"remediation-{langs[-1]}.png"), full_page=True)
 
         peer.reconfigure("closed")  # the owner applies the guide's change
         with page.expect_navigation(timeout=60_000):
             page.click("#check-button")
-        assert page.locator("#case-status").inner_text() == second["status_fixed"]
-        assert second["result_closed"] in page.locator(".results").inner_text()
+        assert page.locator("#case-status").inner_text() == second.status("fixed")
+        assert second(CLOSED) in page.locator(".results").inner_text()
 
     case.refresh_from_db()
     assert case.status == Case.Status.FIXED
@@ -189,7 +194,7 @@ def test_without_javascript_on_a_phone_check_again_closes_the_case(  # type: ign
     for name, value in FAST_SCAN.items():
         setattr(settings, name, value)
     langs = two_languages()
-    strings = guides.page_strings(langs[0])
+    strings = PageText(langs[0])
     campaign, owner = make_owner(langs)
     context = browser.new_context(viewport={"width": 390, "height": 844}, java_script_enabled=False)
     page = context.new_page()
@@ -219,7 +224,7 @@ def test_without_javascript_on_a_phone_check_again_closes_the_case(  # type: ign
             with page.expect_navigation(timeout=60_000):
                 page.click("#check-button")
             assert trap.state.connections > 0
-        assert page.locator("#case-status").inner_text() == strings["status_fixed"]
+        assert page.locator("#case-status").inner_text() == strings.status("fixed")
         page.goto(f"{live_server.url}/r/{token}/")  # a second try is not needed any more
         assert page.locator("#check-button").count() == 0
     finally:
@@ -232,7 +237,7 @@ def test_the_script_updates_the_progress_without_a_reload(  # type: ignore[no-un
     page, live_server, settings
 ) -> None:
     langs = two_languages()
-    strings = guides.page_strings(langs[0])
+    strings = PageText(langs[0])
     campaign, owner = make_owner(langs)
     target = smtp_target(owner, "127.0.85.1", 25)
     finding = Finding.objects.create(
@@ -255,7 +260,7 @@ def test_the_script_updates_the_progress_without_a_reload(  # type: ignore[no-un
     )
     problems = watch_csp(page)
     page.goto(f"{live_server.url}/r/{token}/")
-    assert page.locator("#check-progress").inner_text() == strings["check_queued"]
+    assert page.locator("#check-progress").inner_text() == strings(QUEUED)
     # The worker finishes: the finding is stored and announced, as scanning does.
     closed = Finding.objects.create(
         target=target,
@@ -271,11 +276,9 @@ def test_the_script_updates_the_progress_without_a_reload(  # type: ignore[no-un
     finding_recorded.send(sender=Finding, finding=closed)
     page.wait_for_function(
         "text => document.getElementById('case-status').textContent === text",
-        arg=strings["status_fixed"],
+        arg=strings.status("fixed"),
         timeout=15_000,
     )
-    assert (
-        page.locator(f'[data-target-result="{target.pk}"]').inner_text() == strings["result_closed"]
-    )
+    assert page.locator(f'[data-target-result="{target.pk}"]').inner_text() == strings(CLOSED)
     assert page.locator("#check-progress").count() == 0
     assert problems == []

@@ -12,6 +12,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
+from django.core.cache import cache
 from django.db import models
 from django.forms import ModelChoiceField
 from django.forms.models import model_to_dict
@@ -24,12 +25,15 @@ from django_celery_beat.models import (
     SolarSchedule,
 )
 
+from api.models import ApiToken
+from api.services import api_token_create
+from api.urls import router
 from campaign.models import (
     Attribution,
+    AttributionJob,
     Campaign,
     Case,
     CaseEvent,
-    CaseSequence,
     Contact,
     ImportBatch,
     Membership,
@@ -38,8 +42,12 @@ from campaign.models import (
     Suppression,
 )
 from letters.models import DeliveryEvent, Letter, LetterTemplate, RemediationLink
+from reporting.models import PartnerFigures
+from reporting.selectors import merge, stuck_counts
+from reporting.services import figures_refresh
 from scanning.models import CanaryHit, Exclusion, Finding, ScanRun, Target
 from tests.base import BaseTestCase
+from tests.reporting import world
 
 Factory = Callable[[BaseTestCase], models.Model]
 
@@ -102,7 +110,12 @@ ALPHA_OBJECTS: dict[type[models.Model], tuple[str, Factory]] = {
         "lead",
         lambda t: ImportBatch.objects.create(file_name="alpha.csv", format="csv"),
     ),
-    CaseSequence: ("lead", lambda t: CaseSequence.objects.first()),
+    AttributionJob: (
+        "alpha",
+        lambda t: AttributionJob.objects.create(
+            target_ids=[1], targets_total=1, started_by=t.alpha_staff
+        ),
+    ),
     ScanRun: ("lead", lambda t: ScanRun.objects.create(label="alpha scan")),
     Exclusion: ("lead", lambda t: Exclusion.objects.create(network="192.0.2.0/24")),
     CanaryHit: (
@@ -111,24 +124,25 @@ ALPHA_OBJECTS: dict[type[models.Model], tuple[str, Factory]] = {
             token="a" * 32, kind="http", peer_ip="192.0.2.1", at=timezone.now()
         ),
     ),
+    ApiToken: ("alpha", lambda t: api_token_create(user=t.alpha_staff, name="alpha tool")[0]),
     User: ("super", lambda t: t.alpha_staff),
     Group: ("super", lambda t: Group.objects.create(name="alpha-group")),
     PeriodicTask: (
-        "lead",
+        "super",
         lambda t: PeriodicTask.objects.create(
             name="alpha-task",
             task="sweeps.report_stuck_letters",
             interval=IntervalSchedule.objects.create(every=10, period="seconds"),
         ),
     ),
-    IntervalSchedule: ("lead", lambda t: IntervalSchedule.objects.create(every=7, period="days")),
-    CrontabSchedule: ("lead", lambda t: CrontabSchedule.objects.create(minute="5")),
+    IntervalSchedule: ("super", lambda t: IntervalSchedule.objects.create(every=7, period="days")),
+    CrontabSchedule: ("super", lambda t: CrontabSchedule.objects.create(minute="5")),
     SolarSchedule: (
-        "lead",
+        "super",
         lambda t: SolarSchedule.objects.create(event="sunrise", latitude=1, longitude=1),
     ),
     ClockedSchedule: (
-        "lead",
+        "super",
         lambda t: ClockedSchedule.objects.create(clocked_time=timezone.now()),
     ),
 }
@@ -351,3 +365,89 @@ class CustomAdminViewsIsolationTestCase(BaseTestCase):
     def test_partner_staff_cannot_open_the_import_page(self) -> None:
         self.client.force_login(self.beta_staff)
         self.assertEqual(self.client.get("/admin/campaign/importbatch/import/").status_code, 403)
+
+
+class DashboardIsolationTestCase(BaseTestCase):
+    """The admin's front page adds up only the viewer's partners: no other partner's numbers."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        super().setUpTestData()
+        world.build(cls, timezone.now())
+        figures_refresh()
+
+    def test_beta_sees_only_betas_numbers_on_the_dashboard(self) -> None:
+        self.client.force_login(self.beta_staff)
+        r = self.client.get("/admin/")
+        board = r.context["board"]
+        beta_only = PartnerFigures.objects.get(partner=self.beta).figures
+        self.assertEqual(board.total.figures, merge([beta_only]))
+        self.assertEqual([row.partner for row in board.partners], [self.beta])
+        self.assertEqual(board.stuck, stuck_counts(self.beta_staff))
+        self.assertEqual(board.stuck["failed_letters"], 0)  # Alpha has one
+        self.assertNotIn("triage", board.stuck)
+        for alpha_text in (
+            "Alphaland",
+            f"partner__id__exact={self.alpha.id}",
+            "Not yet attributed",
+            "postfix",
+            "squid",
+            "dante",
+            "exim",
+        ):
+            self.assertNotContains(r, alpha_text)
+        # And the lead's page does show them, so the check above has teeth.
+        self.client.force_login(self.lead_staff)
+        r = self.client.get("/admin/")
+        for alpha_text in ("Alphaland", f"partner__id__exact={self.alpha.id}", "squid"):
+            self.assertContains(r, alpha_text)
+
+
+# basename -> (Alpha's object as the API names it, how the list shows it)
+ALPHA_API_OBJECTS: dict[str, tuple[Callable[[BaseTestCase], str], str]] = {
+    "case": (lambda t: t.alpha_case.reference, "reference"),
+    "finding": (lambda t: str(t.alpha_case.findings.first().pk), "id"),
+}
+
+
+class ApiIsolationTestCase(BaseTestCase):
+    """Every API endpoint answers Beta's token as if Alpha's objects did not exist."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        super().setUpTestData()
+        world.build(cls, timezone.now())
+
+    def setUp(self) -> None:
+        cache.clear()
+        self.tokens = {
+            who: api_token_create(user=user, name=who)[1]
+            for who, user in (("alpha", self.alpha_staff), ("beta", self.beta_staff))
+        }
+
+    def test_every_endpoint_is_covered(self) -> None:
+        self.assertEqual({basename for _, _, basename in router.registry}, set(ALPHA_API_OBJECTS))
+
+    def _get(self, who: str, url: str, **params: str) -> Any:
+        return self.client.get(url, params, HTTP_AUTHORIZATION=f"Bearer {self.tokens[who]}")
+
+    def test_beta_cannot_list_or_open_alpha_objects_through_the_api(self) -> None:
+        for prefix, _, basename in router.registry:
+            lookup, key = ALPHA_API_OBJECTS[basename]
+            alpha_id = lookup(self)
+            with self.subTest(endpoint=prefix):
+                url = f"/api/v1/{prefix}/"
+                mine = self._get("alpha", url)
+                self.assertIn(alpha_id, {str(o[key]) for o in mine.json()["results"]})
+                for params in ({}, {"page_size": "1000"}, {"updated_since": "2000-01-01"}):
+                    listed = self._get("beta", url, **params)
+                    self.assertEqual(listed.status_code, 200)
+                    self.assertNotIn(alpha_id, {str(o[key]) for o in listed.json()["results"]})
+                    self.assertNotIn("Alpha", listed.content.decode())
+                    self.assertNotIn("192.0.2.", listed.content.decode())
+                theirs = self._get("beta", f"{url}{alpha_id}/")
+                missing = self._get("beta", f"{url}987654321/")
+                self.assertEqual(
+                    (theirs.status_code, theirs.json()), (missing.status_code, missing.json())
+                )
+                self.assertEqual(self._get("alpha", f"{url}{alpha_id}/").status_code, 200)

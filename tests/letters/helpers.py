@@ -7,7 +7,7 @@ from io import BytesIO
 
 from django.contrib.auth.models import User
 from django.db.models import Max
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from campaign.models import Partner
 from letters.models import LetterTemplate
@@ -85,3 +85,25 @@ def pdf_font_names(pdf: bytes) -> set[str]:
 
 def squash(name: str) -> str:
     return re.sub(r"[^a-z]", "", name.lower())
+
+
+class PageText:
+    """The public pages' texts in one language, looked up by their English message."""
+
+    def __init__(self, language: str) -> None:
+        self.language = language
+
+    def __call__(self, msgid: str, **values: object) -> str:
+        with translation.override(self.language):
+            text = translation.gettext(msgid)
+        return text % values if values else text
+
+    def plural(self, singular: str, plural: str, n: int, **values: object) -> str:
+        with translation.override(self.language):
+            return translation.ngettext(singular, plural, n) % values
+
+    def status(self, status: str) -> str:
+        from letters.views import CASE_STATUS_TEXT
+
+        with translation.override(self.language):
+            return str(CASE_STATUS_TEXT[status])

@@ -16,19 +16,6 @@ from letters.tone import LANGUAGES, check_text
 from tests.letters.test_shipped_templates import ENGLISH_WORDS
 
 PEERS_DIR = Path(__file__).resolve().parents[1] / "peers"
-PAGE_KEYS = (
-    "title intro findings_heading col_address col_port col_what col_seen col_status "
-    "kind_smtp_relay kind_http_proxy kind_socks_proxy meaning_smtp_relay meaning_http_proxy "
-    "meaning_socks_proxy evidence_heading evidence_intro software_detected software_unknown "
-    "status_heading status_new status_needs_review status_ready status_notified status_reminded "
-    "status_escalated status_fixed status_unresponsive status_withdrawn status_suppressed "
-    "next_heading next_open next_fixed guide_heading check_heading check_intro check_button "
-    "check_queued check_running check_rate_limited result_heading result_closed result_open "
-    "result_inconclusive result_pending correction_heading not_mine_label not_mine_button "
-    "other_contact_label other_contact_email_label other_contact_button correction_thanks "
-    "optout_heading optout_intro optout_reason_label optout_button optout_done language_label "
-    "language_button invalid_title invalid_text skip_link footer step_confirm step_change step_test"
-).split()
 PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 PRESENT = guides.languages()
 OTHERS = [lang for lang in PRESENT if lang != "en"]
@@ -71,7 +58,7 @@ SNIPPET_WORDS = frozenset(_words(" ".join(_strings(guides.snippets()).values()))
 def test_it_ships_every_guide_in_english_and_every_snippet() -> None:
     en = guides.language_data("en")
     snippets = guides.snippets()
-    assert set(en) == {*guides.KINDS, "checklist", "page"}
+    assert set(en) == {*guides.KINDS, "checklist"}  # the page's texts are in locale/
     assert set(snippets) == set(guides.KINDS)
     for kind, software_keys in guides.SOFTWARE_KEYS.items():
         assert tuple(en[kind]) == software_keys
@@ -82,7 +69,6 @@ def test_it_ships_every_guide_in_english_and_every_snippet() -> None:
             if software != "generic":
                 assert snippets[kind][software]["change"].strip(), (kind, software)
                 assert snippets[kind][software]["file"], (kind, software)
-    assert list(en["page"]) == PAGE_KEYS
     assert set(en["checklist"]) == {"title", "items"} and len(en["checklist"]["items"]) == 5
 
 
@@ -118,12 +104,9 @@ def test_every_string_passes_the_tone_check(language: str) -> None:
 
 
 @pytest.mark.parametrize("language", PRESENT)
-def test_no_string_is_empty_and_the_invalid_link_page_names_no_case(language: str) -> None:
-    data = guides.language_data(language)
-    for path, text in _strings(data).items():
+def test_no_string_is_empty(language: str) -> None:
+    for path, text in _strings(guides.language_data(language)).items():
         assert text.strip(), path
-    for key in ("invalid_title", "invalid_text"):
-        assert not PLACEHOLDER.search(data["page"][key])
 
 
 # --- not English -----------------------------------------------------------------------------
@@ -213,14 +196,8 @@ def test_it_maps_protocols_to_kinds() -> None:
 
 def test_it_builds_a_guide_with_three_steps_and_the_checklist() -> None:
     guide = guides.guide_for("smtp_relay", "Postfix", "en")
-    page = guides.page_strings("en")
     assert (guide.kind, guide.software, guide.language) == ("smtp_relay", "postfix", "en")
     assert [s.key for s in guide.steps] == ["confirm", "change", "test"]
-    assert [s.heading for s in guide.steps] == [
-        page["step_confirm"],
-        page["step_change"],
-        page["step_test"],
-    ]
     change = guide.steps[1]
     assert change.file == "/etc/postfix/main.cf" and "mynetworks = 192.0.2.10/32" in change.snippet
     assert "{file}" not in change.text and "/etc/postfix/main.cf" in change.text
@@ -249,14 +226,11 @@ def test_unknown_software_falls_back_to_the_generic_guide() -> None:
 def test_an_unknown_language_raises_and_never_falls_back_to_english(language: str) -> None:
     with pytest.raises(KeyError):
         guides.guide_for("smtp_relay", "Postfix", language)
-    with pytest.raises(KeyError):
-        guides.page_strings(language)
 
 
 def test_languages_are_the_shipped_files() -> None:
     assert "en" in PRESENT and "snippets" not in PRESENT
     assert set(PRESENT) <= set(LANGUAGES)
-    assert guides.page_strings("en")["check_button"] == "I fixed it — check again"
 
 
 # --- the fix is the one the end-to-end tests apply -------------------------------------------

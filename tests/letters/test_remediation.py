@@ -13,12 +13,13 @@ from campaign.models import Attribution, Case, CaseEvent, Contact, ServerOwner, 
 from letters import guides
 from letters.links import remediation_link_issue
 from letters.models import Letter, LetterKind
-from letters.rendering import bcp47
+from letters.rendering import bcp47, local_date
 from letters.services import letter_next_contact
+from letters.views import next_text
 from scanning.models import Finding, ScanRun, Target
 from scanning.signals import finding_recorded
 from tests.base import BaseTestCase
-from tests.letters.helpers import approved_template
+from tests.letters.helpers import PageText, approved_template
 from tests.traps.smtp_traps import run_trap
 
 FAST_SCAN = {
@@ -87,7 +88,7 @@ class RemediationTestCase(BaseTestCase):
     def setUp(self) -> None:
         self.langs = page_languages()
         self.lang = self.langs[0]
-        self.s = guides.page_strings(self.lang)
+        self.t = PageText(self.lang)
         self.alpha.languages = self.langs
         self.alpha.save()
         Case.objects.filter(pk=self.alpha_case.pk).update(language=self.lang)
@@ -118,7 +119,7 @@ class TokenTestCase(RemediationTestCase):
         self.assertIn("script-src 'self'", r["Content-Security-Policy"])
         self.assertEqual(r["Referrer-Policy"], "same-origin")
         self.assertEqual(r["Cache-Control"], "no-store")
-        self.assertEqual(r.content.decode().count("csrfmiddlewaretoken"), 4)  # every form
+        self.assertEqual(r.content.decode().count("csrfmiddlewaretoken"), 5)  # every form
 
     def test_an_altered_unknown_or_expired_token_gets_one_neutral_page(self) -> None:
         altered = self.token[:-1] + ("A" if self.token[-1] != "A" else "B")
@@ -139,15 +140,14 @@ class TokenTestCase(RemediationTestCase):
             self.assertIn("default-src 'none'", r["Content-Security-Policy"])
             bodies.append(r.content)
         self.assertEqual(len(set(bodies)), 1)  # nothing tells the three apart
-        invalid = guides.page_strings(self.lang if "en" not in guides.languages() else "en")
-        self.assertIn(invalid["invalid_title"], bodies[0].decode())
+        self.assertIn(PageText("en")("Link not valid"), bodies[0].decode())
         status = self.client.get(f"/r/{altered}/status.json")
         self.assertEqual((status.status_code, status.json()), (404, {"error": "not found"}))
 
     def test_the_invalid_page_speaks_the_browsers_language(self) -> None:
         other = self.langs[-1]
         r = self.client.get("/r/nothing-here/", HTTP_ACCEPT_LANGUAGE=f"{other};q=1.0")
-        self.assertContains(r, guides.page_strings(other)["invalid_title"], status_code=404)
+        self.assertContains(r, PageText(other)("Link not valid"), status_code=404)
         self.assertContains(r, f'lang="{bcp47(other)}"', status_code=404)
 
     def test_a_token_shows_its_own_case_and_never_another(self) -> None:
@@ -192,10 +192,10 @@ class PageTestCase(RemediationTestCase):
             self.assertIn(text, page)
         self.assertNotIn(TOKEN_HEX, page)
         self.assertNotIn("internal note", page)
-        self.assertIn(self.s["kind_smtp_relay"], page)
-        self.assertIn(self.s["findings_heading"], page)
-        self.assertIn(self.s[f"status_{self.case.status}"], page)
-        self.assertIn(self.s["next_open"].strip()[:40], page)
+        self.assertIn(self.t("Open mail relay (SMTP)"), page)
+        self.assertIn(self.t("What we found"), page)
+        self.assertIn(self.t.status(self.case.status), page)
+        self.assertIn(next_text(self.case, self.lang)[:40], page)
         postfix = guides.guide_for("smtp_relay", "Postfix", self.lang)
         generic = guides.guide_for("smtp_relay", "", self.lang)
         self.assertIn(postfix.title, page)
@@ -209,7 +209,7 @@ class PageTestCase(RemediationTestCase):
         other = self.langs[-1]
         r = self.client.get(self.url, {"lang": other})
         self.assertContains(r, f'<html lang="{bcp47(other)}">')
-        self.assertContains(r, guides.page_strings(other)["check_button"])
+        self.assertContains(r, PageText(other)("I fixed it — check again"))
         options = re.findall(r'<option value="([^"]+)"', r.content.decode())
         self.assertEqual(sorted(options), sorted(self.langs))
         outside = next((c for c in guides.languages() if c not in self.langs), "xx")
@@ -253,7 +253,13 @@ class RecheckTestCase(RemediationTestCase):
         self.assertEqual(event.data["scan_run"], run.pk)
         self.assertEqual(event.actor_label, "recipient")
         page = self.client.get(self.url)
-        self.assertContains(page, self.s["check_queued"])
+        self.assertContains(
+            page,
+            self.t(
+                "Your check is in the queue. This page shows the result when it arrives; you can "
+                "also reload it."
+            ),
+        )
         self.assertContains(page, 'http-equiv="refresh"')  # reloads itself without JavaScript
         self.assertEqual(self.client.get(f"{self.url}status.json").json()["state"], "queued")
 
@@ -263,7 +269,14 @@ class RecheckTestCase(RemediationTestCase):
         r = self.post({"action": "recheck", "lang": self.lang})
         self.assertEqual(r.status_code, 429)
         self.assertContains(
-            r, self.s["check_rate_limited"].replace("{minutes}", "10"), status_code=429
+            r,
+            self.t.plural(
+                "You can ask for another check in %(minutes)s minute.",
+                "You can ask for another check in %(minutes)s minutes.",
+                10,
+                minutes=10,
+            ),
+            status_code=429,
         )
         self.assertEqual(ScanRun.objects.count(), 1)
         beta_url, _ = remediation_link_issue(self.beta_case, None)  # another case is not limited
@@ -290,8 +303,10 @@ class RecheckTestCase(RemediationTestCase):
         self.case.refresh_from_db()
         self.assertEqual(self.case.status, Case.Status.READY)  # one server is still open
         page = self.client.get(self.url)
-        self.assertContains(page, self.s["result_closed"])
-        self.assertContains(page, self.s["result_pending"])
+        self.assertContains(
+            page, self.t("Closed: your server refused our test. Thank you for fixing it.")
+        )
+        self.assertContains(page, self.t("Waiting for the result."))
         with self.captureOnCommitCallbacks(execute=True):
             finding_recorded.send(sender=Finding, finding=closed_finding(second, run))
         self.case.refresh_from_db()
@@ -307,9 +322,15 @@ class RecheckTestCase(RemediationTestCase):
         letter = Letter.objects.get(case=self.case, kind=LetterKind.FIXED)
         self.assertEqual(letter.recipient_email, "abuse@alpha.example")
         page = self.client.get(self.url)
-        self.assertContains(page, self.s["status_fixed"])
-        self.assertContains(page, self.s["next_fixed"].strip()[:30])
-        self.assertNotContains(page, self.s["check_button"])
+        self.assertContains(page, self.t.status("fixed"))
+        self.assertContains(
+            page,
+            self.t(
+                "Nothing more is needed. We will only write to you again about this server if a "
+                "later check finds it open."
+            )[:30],
+        )
+        self.assertNotContains(page, self.t("I fixed it — check again"))
 
     def test_a_closed_finding_never_touches_a_withdrawn_case(self) -> None:
         campaign_services.case_transition(case=self.case, to_status=Case.Status.WITHDRAWN)
@@ -372,7 +393,14 @@ class CorrectionTestCase(RemediationTestCase):
             list(self.case.server_owner.contacts.values_list("email", flat=True)), contacts
         )  # nothing changes by itself
         self.assertEqual(self.case.server_owner_id, self.alpha_case.server_owner_id)
-        self.assertContains(self.client.get(self.url), self.s["correction_thanks"])
+        self.assertContains(
+            self.client.get(self.url),
+            self.t(
+                "On %(date)s you told us that this is not your server. Our staff will look at it "
+                "before we write about it again.",
+                date=local_date(timezone.localdate(), self.lang),
+            ),
+        )
         self.client.force_login(self.alpha_staff)
         queue = self.client.get("/admin/campaign/case/", {"status__exact": "needs_review"})
         self.assertContains(queue, self.case.reference)
@@ -409,7 +437,13 @@ class OptOutTestCase(RemediationTestCase):
         self.case.refresh_from_db()
         self.assertEqual(self.case.status, Case.Status.SUPPRESSED)
         self.assertIsNone(letter_next_contact(self.case))
-        self.assertContains(self.client.get(self.url), self.s["optout_done"])
+        self.assertContains(
+            self.client.get(self.url),
+            self.t(
+                "Done. We will not write to %(email)s again about this server.",
+                email="abuse@alpha.example",
+            ),
+        )
         self.post({"action": "optout", "lang": self.lang})  # twice: still one suppression
         self.assertEqual(Suppression.objects.count(), 1)
         self.client.force_login(self.alpha_staff)

@@ -101,12 +101,29 @@ class QueueTestCase(BaseTestCase):
         self.assertEqual(self.alpha_case.status, Case.Status.NOTIFIED)
         self.assertEqual(self.alpha_case.events.filter(kind=CaseEvent.Kind.LETTER_SENT).count(), 1)
 
-    def test_it_refuses_a_second_letter_to_the_same_recipient(self) -> None:
-        self.queue()
-        Contact.objects.filter(server_owner=self.alpha_case.server_owner).delete()
-        with self.assertRaises(services.LetterNotQueued):
-            services.letter_queue(case=self.alpha_case)
+    def test_it_refuses_a_second_letter_while_the_first_is_on_its_way(self) -> None:
+        with self.captureOnCommitCallbacks(execute=False):  # queued, not yet sent: still `ready`
+            services.letter_queue(case=self.alpha_case, fresh=True)
+        with self.assertRaisesMessage(services.LetterNotQueued, "on its way already"):
+            services.letter_queue(case=self.alpha_case, fresh=True)
         self.assertEqual(Letter.objects.count(), 1)
+
+    def test_it_never_writes_the_same_letter_to_a_recipient_twice(self) -> None:
+        with self.captureOnCommitCallbacks(execute=False):
+            first = services.letter_queue(case=self.alpha_case, fresh=True)
+        Letter.objects.filter(pk=first.pk).update(status=Letter.Status.FAILED)  # not in flight
+        with self.assertRaisesMessage(services.LetterNotQueued, "no usable contact left"):
+            services.letter_queue(case=self.alpha_case, fresh=True)
+        Contact.objects.create(
+            server_owner=self.alpha_case.server_owner,
+            position=5,
+            kind=Contact.Kind.NETWORK,
+            email="noc@alpha.example",
+        )
+        with self.captureOnCommitCallbacks(execute=False):
+            second = services.letter_queue(case=self.alpha_case, fresh=True)
+        self.assertEqual(first.recipient_email, "abuse@alpha.example")
+        self.assertEqual(second.recipient_email, "noc@alpha.example")
 
     def test_it_refuses_cases_that_are_not_ready_suppressed_or_without_a_template(self) -> None:
         reasons = {}
@@ -129,6 +146,7 @@ class QueueTestCase(BaseTestCase):
                 {
                     "action": "queue_advisory_letter",
                     "_selected_action": [self.alpha_case.pk, self.beta_case.pk],
+                    "post": "yes",  # the confirmation page's "Yes"
                 },
                 follow=True,
             )
@@ -142,7 +160,11 @@ class QueueTestCase(BaseTestCase):
         self.client.force_login(self.beta_staff)
         self.client.post(
             "/admin/campaign/case/",
-            {"action": "queue_advisory_letter", "_selected_action": [self.alpha_case.pk]},
+            {
+                "action": "queue_advisory_letter",
+                "_selected_action": [self.alpha_case.pk],
+                "post": "yes",
+            },
         )
         self.assertFalse(Letter.objects.exists())
 
@@ -156,7 +178,11 @@ class QueueTestCase(BaseTestCase):
         with self.captureOnCommitCallbacks(execute=True):
             self.client.post(
                 "/admin/campaign/case/",
-                {"action": "resend_to_next_contact", "_selected_action": [self.alpha_case.pk]},
+                {
+                    "action": "resend_to_next_contact",
+                    "_selected_action": [self.alpha_case.pk],
+                    "post": "yes",
+                },
             )
         self.assertEqual(
             [m.to for m in mail.outbox], [["abuse@alpha.example"], ["noc@alpha.example"]]

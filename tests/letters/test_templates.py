@@ -197,18 +197,21 @@ class ApprovalTestCase(BaseTestCase):
         draft.refresh_from_db()
         self.assertEqual(draft.status, "draft")
         self.client.force_login(self.alpha_approver)
-        self.assertEqual(self.client.get(url).status_code, 405)
+        self.assertEqual(self.client.get(url).status_code, 200)  # the approval page, first
+        draft.refresh_from_db()
+        self.assertEqual(draft.status, "draft")
         self.assertEqual(self.client.post(url).status_code, 302)
         draft.refresh_from_db()
         self.assertEqual(draft.status, "approved")
 
-    def test_the_preview_renders_html_and_pdf_on_the_partners_case(self) -> None:
+    def test_the_preview_renders_html_and_pdf_on_a_sample_case(self) -> None:
         draft = self.draft()
         self.client.force_login(self.alpha_staff)
         base = f"/admin/letters/lettertemplate/{draft.pk}/preview/"
         html = self.client.get(base + "html/")
         self.assertEqual(html.status_code, 200)
-        self.assertContains(html, self.alpha_case.reference)
+        self.assertContains(html, "Example Hosting Ltd.")  # every field filled, no real owner
+        self.assertNotContains(html, self.alpha_case.reference)
         self.assertIn("default-src 'none'", html["Content-Security-Policy"])
         pdf = self.client.get(base + "pdf/")
         self.assertEqual(pdf["Content-Type"], "application/pdf")

@@ -1,5 +1,5 @@
 """The probes against real servers: Debian's Postfix, Exim, Squid, tinyproxy, Dante and microsocks
-(tests/peers), each judged as PROBES.md's verdict table says, with a loopback canary.
+(tests/peers), each judged as the verdict table of docs/probes.md says, with a loopback canary.
 
 Addresses: 127.0.70.1 the canary (HTTP, TLS, SMTP sink, self-check port), 127.0.70.2 the probe's
 own source (a "closed" peer trusts only its own address, so the probe is an outsider), 127.0.71.x
@@ -31,8 +31,8 @@ pytestmark = pytest.mark.peers
 CANARY_HOST = "127.0.70.1"
 SOURCE = "127.0.70.2"
 LIMITS = Limits(connect_timeout=5, reply_timeout=5, exchange_timeout=15, confirm_wait=10)
-# The most a proxy probe may take (PROBES.md, "Manners"): its exchange plus the bounded wait for
-# canary hits. An SMTP probe's bound is computed per Limits in smtp().
+# The most a proxy probe may take (docs/probes.md, "Manners and bounds"): its exchange plus
+# the bounded wait for canary hits. An SMTP probe's bound is computed per Limits in smtp().
 PROXY_BOUND_MS = (LIMITS.exchange_timeout + LIMITS.reply_timeout) * 1000
 
 Step = Callable[[Peer, CanaryConfig, MemoryHitStore], Awaitable[ProbeResult | None]]
@@ -223,7 +223,7 @@ def test_open_postfix_is_only_likely_open_weak_without_the_confirmation() -> Non
     (result,) = run.results
     # mynetworks = 0.0.0.0/0 puts permit_mynetworks before any recipient check, and with DNS off
     # nothing looks the domain up: the control nx-TOKEN@TOKEN.invalid gets "250 2.1.5 Ok" like
-    # the canary recipient. PROBES.md: a relay variant accepted *and* the .invalid control
+    # the canary recipient. docs/probes.md: a relay variant accepted *and* the .invalid control
     # accepted, nothing delivered -> likely-open-weak (a relay that checks nothing looks like a
     # catch-all by its word alone; only delivery, the confirmation step, tells them apart).
     assert result.details["control_accepted"] is True
@@ -277,7 +277,7 @@ def test_postfix_that_relays_only_after_auth_is_closed_to_the_probe() -> None:
     run = run_against("postfix", "auth", "127.0.71.5", smtp(confirm=True))
     (result,) = run.results
     # Postfix advertises AUTH PLAIN LOGIN but refuses an unauthenticated relay with the same
-    # "554 5.7.1 Relay access denied" as the closed config. PROBES.md grants auth-required only
+    # "554 5.7.1 Relay access denied" as the closed config. docs/probes.md grants auth-required only
     # for "530/535 with an authentication text"; a 554 that never mentions authentication is a
     # permanent refusal on every variant: closed. The AUTH offer stays in the details.
     assert result.verdict is Verdict.CLOSED
@@ -475,7 +475,7 @@ def test_dante_that_wants_a_password_is_auth_required() -> None:
 
 
 def test_closed_dante_drops_the_probe_which_is_inconclusive() -> None:
-    # Dante's client block resets the connection before any SOCKS reply. PROBES.md puts
+    # Dante's client block resets the connection before any SOCKS reply. docs/probes.md puts
     # "resets" under inconclusive for proxies (nothing was refused in the protocol), so the
     # fixed Dante is not "closed", but it is no finding either.
     run = run_against("dante", "closed", "127.0.71.16", proxy(probe_socks5))

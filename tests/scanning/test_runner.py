@@ -1,4 +1,4 @@
-"""The scan runner: parsing, the address policy, protocol choice and the manners of PROBES.md.
+"""The scan runner: parsing, the address policy, protocol choice and the manners of docs/probes.md.
 
 Every peer is a trap on 127.0.50.x-127.0.59.x; nothing leaves the machine.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scanning.probes.base import Limits, ProbeResult, Protocol, Reason, Verdict
+from scanning.probes.base import Limits, ProbeResult, Protocol, Reason, Verdict, release_turn
 from scanning.probes.canary import CanaryConfig, HitStore
 from scanning.probes.runner import (
     Scanner,
@@ -416,3 +416,59 @@ def test_run_each_takes_a_protocol_and_token_per_target() -> None:
         assert any(token in command for command in relay.state.commands)
     assert result.protocol is Protocol.SMTP and result.token == token
     assert result.verdict is Verdict.INCONCLUSIVE and result.retry_after
+
+
+# --- waiting for the canary holds no turn ----------------------------------------------------
+
+
+def _scan_with_waiting_probes(layout: list[str], options: ScanOptions) -> list[str]:
+    """Each fake SMTP probe 'connects', gives its turn back like a real probe waiting for its
+    canary, and then waits until every target has started. Returns the order of events."""
+    events: list[str] = []
+    everyone_started = asyncio.Event()
+
+    async def main() -> None:
+        started = 0
+
+        async def waiting_probe(ip: str, port: int, **kwargs: Any) -> ProbeResult:
+            nonlocal started
+            events.append(f"connect {ip}:{port}")
+            started += 1
+            if started == len(layout):
+                everyone_started.set()
+            release_turn()
+            await asyncio.wait_for(everyone_started.wait(), 5)  # the canary wait
+            events.append(f"judged {ip}:{port}")
+            return ProbeResult(
+                target=kwargs["target"],
+                ip=ip,
+                port=port,
+                protocol=Protocol.SMTP,
+                verdict=Verdict.LIKELY_OPEN,
+                reasons=[],
+            )
+
+        async with proxy_traps.running_canary("127.0.59.2", v6=False) as (canary, hits):
+            scanner = Scanner(
+                canary=canary, hits=hits, options=options, probes={Protocol.SMTP: waiting_probe}
+            )
+            await scanner.run([parse_target(f"{ip}:{2525 + i}") for i, ip in enumerate(layout)])
+
+    asyncio.run(main())
+    return events
+
+
+def test_it_lets_the_same_ip_go_on_while_a_probe_waits_for_its_canary() -> None:
+    # Without release_turn() the second port of the IP could not start before the first was
+    # judged, and the first waits for the second: the scan would fail with a timeout.
+    options = dataclasses.replace(FAST, protocol="smtp")
+    events = _scan_with_waiting_probes(["127.0.58.1", "127.0.58.1", "127.0.58.1"], options)
+    connects = [i for i, e in enumerate(events) if e.startswith("connect")]
+    judged = [i for i, e in enumerate(events) if e.startswith("judged")]
+    assert len(connects) == len(judged) == 3 and max(connects) < min(judged), events
+
+
+def test_it_frees_the_concurrency_slot_while_a_probe_waits_for_its_canary() -> None:
+    options = dataclasses.replace(FAST, protocol="smtp", max_concurrency=1)
+    events = _scan_with_waiting_probes(["127.0.58.2", "127.0.58.3"], options)
+    assert [e.split()[0] for e in events] == ["connect", "connect", "judged", "judged"], events

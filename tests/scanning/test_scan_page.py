@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
-from django.test import Client
+from django.test import Client, override_settings
 
+from campaign.models import Partner
 from scanning import services
 from scanning.models import Exclusion
 from tests.base import BaseTestCase
@@ -71,3 +73,42 @@ class ScanPageTestCase(BaseTestCase):
         )
         exclusion.refresh_from_db()
         self.assertEqual(exclusion.status, "requested")
+
+
+class ScanPageWordingTestCase(BaseTestCase):
+    def test_with_default_settings_it_names_the_lead_agency_once(self) -> None:
+        Partner.objects.filter(is_lead=True).update(reply_to="scanner@lead.example")
+        with override_settings(SCANNER_OPERATOR="", SCANNER_CONTACT_EMAIL=""):
+            page = self.client.get("/scanning/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+        text = " ".join(re.sub(r"<[^>]+>", " ", page).split())
+        self.assertIn("This scanner is run by Lead Agency as part of Secure Your Server,", text)
+        self.assertEqual(text.count("Secure Your Server campaign"), 0)
+        self.assertNotIn("campaign for the", text)
+        self.assertIn('href="mailto:scanner@lead.example"', page)
+        self.assertNotIn("localhost", page)
+
+    def test_without_any_operator_it_still_reads_as_one_sentence(self) -> None:
+        Partner.objects.filter(is_lead=True).delete()
+        with override_settings(SCANNER_OPERATOR="", SCANNER_CONTACT_EMAIL=""):
+            r = self.client.get("/scanning/", HTTP_ACCEPT_LANGUAGE="en")
+        self.assertContains(r, "This scanner is run for Secure Your Server, a voluntary")
+        self.assertNotContains(r, "mailto:")
+
+    def test_a_configured_operator_wins(self) -> None:
+        with override_settings(
+            SCANNER_OPERATOR="Example Regulator", SCANNER_CONTACT_EMAIL="a@b.example"
+        ):
+            r = self.client.get("/scanning/", HTTP_ACCEPT_LANGUAGE="en")
+        self.assertContains(r, "run by Example Regulator as part of")
+        self.assertContains(r, "mailto:a@b.example")
+
+    def test_it_speaks_the_visitors_language_with_translated_errors(self) -> None:
+        r = self.client.get("/scanning/", HTTP_ACCEPT_LANGUAGE="de")
+        self.assertContains(r, '<html lang="de">')
+        self.assertContains(r, "Warum hat sich unser Scanner mit Ihrem Server verbunden?")
+        r = self.client.post(
+            "/scanning/", {"network": "10.0.0.0/8", "email": "x"}, HTTP_ACCEPT_LANGUAGE="de"
+        )
+        self.assertContains(r, "Netze größer als /16 bearbeiten wir per E-Mail")
+        r = self.client.get("/scanning/", HTTP_ACCEPT_LANGUAGE="zh-Hant-TW")
+        self.assertContains(r, '<html lang="zh-Hant">')

@@ -56,6 +56,7 @@ _OPTIONS = {
     "single_line",  # bigbanner: one 1 MB line instead of many 220- lines
     "drop_after",  # any SMTP kind: disconnect after this many refused commands (Postfix: 10)
     "greylist_delay",  # greylist: seconds before a retried triplet is accepted (default 0)
+    "forward_delay",  # open/discriminating/greylist: seconds the mail sits queued before it goes
     "speak_first",  # http: send an HTTP reply at once instead of waiting for a request
 }
 
@@ -378,6 +379,7 @@ class _SmtpSession:
         self, sink: tuple[str, int], mail_from: str, rcpts: list[str], data: bytes
     ) -> None:
         try:
+            await asyncio.sleep(self.opts.get("forward_delay", 0))  # a queue run, as real MTAs do
             # From the trap's own address, as a relay's delivery would come from the relay.
             local = self.writer.get_extra_info("sockname")
             await forward(sink, mail_from, rcpts, data, source=(local[0], 0) if local else None)

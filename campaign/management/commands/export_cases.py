@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -9,15 +10,25 @@ from campaign.models import Case, Partner
 
 
 class Command(BaseCommand):
-    help = "Export the case list of one partner (or all) as CSV, JSON or XLSX."
+    help = (
+        "Export the cases of one partner (or all), one row per case or per finding, as CSV, "
+        "JSON Lines (IntelMQ field names) or XLSX."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--partner", metavar="CC", help="ISO 3166-1 alpha-2 code, e.g. GB")
-        parser.add_argument("--format", choices=("csv", "json", "xlsx"), default="csv")
+        parser.add_argument("--format", choices=exports.FORMATS, default="csv")
+        parser.add_argument(
+            "--shape",
+            choices=exports.SHAPES,
+            default="cases",
+            help="one row per case (default) or one row per finding",
+        )
         parser.add_argument("--output", metavar="PATH", help="file to write (default: stdout)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         cases = Case.objects.all()
+        partner = None
         code = options["partner"]
         if code:
             wanted = code.strip().upper()
@@ -33,15 +44,27 @@ class Command(BaseCommand):
             raise CommandError(
                 "--format xlsx needs --output PATH (it is a binary file).", returncode=2
             )
-        rows = exports.case_rows(cases)
-        if fmt == "xlsx":
-            with open(output, "wb") as out:
-                exports.write_xlsx(rows, out)
-            return
-        lines = exports.csv_lines(rows) if fmt == "csv" else exports.json_lines(rows)
+        export = exports.export_for(cases, shape=options["shape"], fmt=fmt, partner=partner)
         if output:
-            with open(output, "w", encoding="utf-8", newline="") as out:
-                out.writelines(lines)
+            # Written beside the target and renamed when complete: PATH is never a cut file.
+            partial = f"{output}.part"
+            try:
+                with open(partial, "wb") as out:
+                    for chunk in export.stream():
+                        out.write(chunk)
+                os.replace(partial, output)
+            except BaseException:
+                if os.path.exists(partial):
+                    os.unlink(partial)
+                raise
         else:
-            for line in lines:
-                self.stdout.write(line, ending="")
+            binary = getattr(self.stdout._out, "buffer", None)
+            for chunk in export.stream():
+                if binary is not None:
+                    binary.write(chunk)
+                else:
+                    self.stdout.write(chunk.decode(), ending="")
+            if binary is not None:
+                binary.flush()
+        where = output or "stdout"
+        self.stderr.write(f"{export.rows} {export.shape} rows written to {where}.")

@@ -101,8 +101,11 @@ class Command(BaseCommand):
                     "agency": agency,
                     "languages": languages,
                     "is_lead": country == demo.LEAD_COUNTRY,
-                    "signatory_name": "Head of Network Security Outreach",
-                    "signatory_title": agency,
+                    # The letterhead prints the agency: the signature names the team and its
+                    # role, not the agency again.
+                    "signatory_name": "Secure Your Server team",
+                    "signatory_title": "Network Security Outreach",
+                    "names": demo.LOCAL_NAMES.get(country, {}),
                     "reply_to": f"secure-your-server@{country.lower()}.agency.example",
                     "time_zone": demo.TIME_ZONES[country],
                 },

@@ -1,4 +1,4 @@
-"""`python manage.py check_tone [--language LL] [PATH ...]` (BRIEF.md): accusatory wording check."""
+"""`python manage.py check_tone [--language LL] [PATH ...]`: the accusatory wording check."""
 
 from __future__ import annotations
 

@@ -12,13 +12,14 @@ from typing import Any, cast
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from scanning.probes.base import host_port
 from scanning.probes.canary import CanaryConfig
 from scanning.probes.canary_http import start_http_canary, start_selfcheck_port
 from scanning.probes.smtp_sink import start_smtp_sink
 
 
 def _show(addr: tuple[str, int]) -> str:
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+    return host_port(*addr)
 
 
 class Command(BaseCommand):

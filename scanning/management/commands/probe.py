@@ -1,4 +1,4 @@
-"""`manage.py probe`: probe targets directly and print JSON Lines (BRIEF.md names everything)."""
+"""`manage.py probe`: probe targets directly and print JSON Lines (keys in docs/probes.md)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from campaign.attribution import rdap
 from campaign.models import Partner
 from scanning.models import Finding, Target
 from tests.base import BaseTestCase
+from tests.campaign.attribution import tls
 from tests.campaign.attribution.servers import (
     DnsResponder,
     RdapServer,
@@ -58,6 +59,8 @@ class AttributionTestCase(BaseTestCase):
             v4=[
                 (["192.0.2.0/24", "198.51.100.0/24"], cls.arin.base_url),
                 (["203.0.113.0/25"], cls.apnic.base_url),
+                # RIPE is a registry too: ARIN's redirects may go there.
+                (["192.88.99.0/24"], cls.ripe.base_url),
                 (["203.0.113.128/25"], cls.silent.base_url),
             ],
             v6=[
@@ -68,6 +71,7 @@ class AttributionTestCase(BaseTestCase):
         cls._settings = override_settings(
             RDAP_BOOTSTRAP=cls.bootstrap,
             RDAP_TIMEOUT=0.5,
+            RDAP_CA_BUNDLE=tls.trusted().bundle,
             ATTRIBUTION_DNS_SERVER=(cls.dns.host, cls.dns.port),
             ATTRIBUTION_DNS_TIMEOUT=0.5,
         )

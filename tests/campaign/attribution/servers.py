@@ -1,8 +1,9 @@
 """Loopback stand-ins for the five registries' RDAP services and a DNS resolver.
 
-Each registry gets an HTTP server on its own 127.0.60.x address that answers from the recorded
-files in tests/fixtures/rdap/; a silent server accepts connections and never answers (timeouts);
-a UDP responder answers PTR queries from a table. Nothing here leaves the machine.
+Each registry gets an HTTPS server (certificate from the test authority in tls.py) on its own
+127.0.60.x address that answers from the recorded files in tests/fixtures/rdap/; a silent server
+accepts connections and never answers (timeouts); a UDP responder answers PTR queries from a
+table. Nothing here leaves the machine.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import socket
 import tempfile
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -22,6 +24,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+from tests.campaign.attribution import tls
 from tests.loopback_http import LoopbackHTTPServer
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "rdap"
@@ -31,7 +34,16 @@ Route = tuple[int, dict[str, str], str | None]
 
 
 class RdapServer:
-    def __init__(self, host: str, prefix: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        prefix: str,
+        *,
+        authority: tls.Authority | None = None,
+        certificate_for: str | None = None,
+        plain_http: bool = False,
+        delay: float = 0,
+    ) -> None:
         self.routes: dict[str, Route] = {}
         self.hits: Counter[str] = Counter()
         self.prefix = prefix
@@ -48,12 +60,25 @@ class RdapServer:
                 for key, value in headers.items():
                     self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if not delay:
+                    self.wfile.write(body)
+                    return
+                try:
+                    for i in range(len(body)):  # a slow drip: one byte per `delay` seconds
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(delay)
+                except OSError:  # the client gave up
+                    pass
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         self.httpd = LoopbackHTTPServer((host, 0), Handler)  # no PTR lookup of its address
+        self.scheme = "http" if plain_http else "https"
+        if not plain_http:
+            context = (authority or tls.trusted()).server_context(certificate_for or host)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
         self.host, self.port = host, self.httpd.server_address[1]
         self.thread = threading.Thread(
@@ -62,7 +87,7 @@ class RdapServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}{self.prefix}"
+        return f"{self.scheme}://{self.host}:{self.port}{self.prefix}"
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -89,7 +114,7 @@ class SilentServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        return f"https://{self.host}:{self.port}/"
 
     def stop(self) -> None:
         self.sock.close()

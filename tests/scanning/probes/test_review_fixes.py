@@ -1,4 +1,4 @@
-"""Regression tests for deviations from PROBES.md found in review (loopback 127.0.110.x only)."""
+"""Regression tests for deviations from docs/probes.md found in review (127.0.110.x only)."""
 
 from __future__ import annotations
 

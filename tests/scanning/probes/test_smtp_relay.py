@@ -174,7 +174,7 @@ def test_it_calls_a_server_refusing_every_variant_closed() -> None:
     assert len([n for n in names if n.startswith("rcpt-")]) == 9
     assert all(v["rcpt_code"] == 554 for v in result.details["variants"])
     assert "Relay access denied" in variant(result, "rcpt-bang")["rcpt_text"]
-    # PROBES.md: at most 8 refused RCPTs per connection, then QUIT and reconnect.
+    # docs/probes.md: at most 8 refused RCPTs per connection, then QUIT and reconnect.
     assert trap.state.max_refused_per_connection <= LIMITS.max_refused_rcpt_per_connection
     assert trap.state.connections == 2
     assert result.details["data"] is None
