@@ -70,7 +70,7 @@ def run(cases: int | None = None) -> dict[str, Any]:
             timings: list[float] = []
             queries = 0
 
-            def timed(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+            def timed(execute, sql, params, many, context):
                 nonlocal queries
                 t = time.perf_counter()
                 try:
@@ -79,7 +79,7 @@ def run(cases: int | None = None) -> dict[str, Any]:
                     timings.append(time.perf_counter() - t)
                     queries += 1
 
-            tasks.advance_case_task = CountingTask  # type: ignore[assignment]
+            tasks.advance_case_task = CountingTask
             idle_ms: list[float] = []
             with connection.execute_wrapper(timed):
                 for _ in range(20):

@@ -15,7 +15,7 @@ def fill_review_reasons(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaign', '0003_partner_time_zone'),
+        ('campaign', '0005_partner_names_attribution_job'),
         ('scanning', '0002_scan_batches'),
     ]
 
