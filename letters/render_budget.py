@@ -90,10 +90,10 @@ class _MeteredNode(Node):
     def __init__(self, inner: Node) -> None:
         self.inner = inner
         self.token = inner.token
-        self.origin = getattr(inner, "origin", None)
+        self.origin = inner.origin
 
     def render_annotated(self, context: Any) -> str:
-        output = self.inner.render_annotated(context)
+        output = str(self.inner.render_annotated(context))
         charge(chars=len(output))
         return output
 
@@ -111,7 +111,9 @@ class _MeteredNodeList(NodeList):
 
 def do_for(parser: Parser, token: Token) -> Node:
     node = defaulttags.do_for(parser, token)
-    node.nodelist_loop = _MeteredNodeList(_MeteredNode(n) for n in node.nodelist_loop)
+    node.nodelist_loop = _MeteredNodeList(
+        _MeteredNode(n) for n in node.nodelist_loop if isinstance(n, Node)
+    )
     return node
 
 
