@@ -608,14 +608,16 @@ def case_advance(*, case_id: int, now: datetime | None = None) -> str:
     saying what happened."""
     now = now or timezone.now()
     with transaction.atomic():
+        # Waits for the row rather than skipping it: a sweep's claim (SKIP LOCKED) may hold it
+        # for a moment after re-checking it, and a skipped case would wait out its lease.
         case = (
-            Case.objects.select_for_update(skip_locked=True, of=("self",))
+            Case.objects.select_for_update(of=("self",))
             .select_related("campaign", "partner", "server_owner")
             .filter(pk=case_id)
             .first()
         )
         if case is None:
-            return f"case #{case_id}: busy elsewhere or gone"
+            return f"case #{case_id}: gone"
         if case.campaign.is_paused or case.partner.automation_paused:
             Case.objects.filter(pk=case.pk).update(schedule_claimed_until=None)
             return f"{case.reference}: paused"

@@ -12,6 +12,17 @@ def fill_review_reasons(apps, schema_editor):
     )
 
 
+def plan_open_cases(apps, schema_editor):
+    # Cases already past their letter get a plan on the schedule's first sweep: due now, the
+    # sweep works out the real next step and date (and acts only if it is due).
+    from django.utils import timezone
+
+    Case = apps.get_model("campaign", "Case")
+    Case.objects.filter(status__in=("notified", "reminded", "escalated")).update(
+        next_action_at=timezone.now()
+    )
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -109,6 +120,7 @@ class Migration(migrations.Migration):
             index=models.Index(condition=models.Q(('attention', ''), _negated=True), fields=['partner', 'attention'], name='case_needs_attention'),
         ),
         migrations.RunPython(fill_review_reasons, migrations.RunPython.noop),
+        migrations.RunPython(plan_open_cases, migrations.RunPython.noop),
         migrations.AddConstraint(
             model_name='case',
             constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'needs_review'), _negated=True), models.Q(('review_reason', ''), _negated=True), _connector='OR'), name='case_review_has_reason'),

@@ -285,7 +285,8 @@ def test_it_sends_each_reminder_once_when_two_sweeps_run_at_once(world) -> None:
     assert sum(r.claimed for r in reports) == len(cases)  # none skipped, none taken twice
     for case in cases:
         case.refresh_from_db()
-        assert case.status == Case.Status.REMINDED, case.reference
+        said = [line for r in reports for line in r.lines if case.reference in line]
+        assert case.status == Case.Status.REMINDED, (case.reference, said)
         assert Letter.objects.filter(case=case, kind=LetterKind.REMINDER).count() == 1
     assert len(mail.outbox) == len(cases)
 

@@ -210,7 +210,9 @@ class CaseWorkbenchTestCase(BaseTestCase):
         self.assertContains(response, "Yes, queue 1 letter")
 
     def test_mark_ready_from_the_case_page_returns_to_it(self) -> None:
-        Case.objects.filter(pk=self.alpha_case.pk).update(status=Case.Status.NEEDS_REVIEW)
+        Case.objects.filter(pk=self.alpha_case.pk).update(
+            status=Case.Status.NEEDS_REVIEW, review_reason="Weak evidence only."
+        )
         self.client.force_login(self.alpha_staff)
         response = self.client.post(
             "/admin/campaign/case/",
