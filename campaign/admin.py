@@ -6,11 +6,13 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
 
 from campaign import selectors, services
 from campaign.admin_base import (
@@ -19,6 +21,16 @@ from campaign.admin_base import (
     PartnerScopedAdmin,
     SharedReadOnlyAdmin,
     log_service_action,
+)
+from campaign.admin_scale import (
+    AddressSearchMixin,
+    anything,
+    choices_filter,
+    looks_like_email,
+    network_q,
+    parse_address_term,
+    recent_filter,
+    values_filter,
 )
 from campaign.intake import admin_views as intake_views
 from campaign.models import (
@@ -170,24 +182,72 @@ class ContactInline(LeadOnlyFieldsMixin, admin.TabularInline):
     lead_only_fields = ("source",)  # attribution replaces "rdap" rows and keeps the others
     ordering = ("position",)
 
-
-class AttributionInline(admin.TabularInline):
-    model = Attribution
-    extra = 0
-    fields = (
-        "target",
-        "reverse_dns",
-        "network_cidr",
-        "network_name",
-        "registrant_country",
-        "abuse_email",
-    )
-    readonly_fields = fields
-    can_delete = False
-    show_change_link = True
+    # Roles, not Django's model permissions (which no partner account holds): members read the
+    # chain, the owner's partner's caseworkers edit it; deleting stays with superusers.
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return selectors.is_member(request.user)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+        partner = obj.partner if isinstance(obj, ServerOwner) else None
+        return selectors.has_role(request.user, Membership.Role.CASEWORKER, partner)
+
+    has_change_permission = has_add_permission
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser)
+
+
+def partner_choices(request: HttpRequest) -> list[tuple[Any, Any]]:
+    return [(p.pk, str(p)) for p in selectors.partners_for(request.user).order_by("country")]
+
+
+def campaign_choices(request: HttpRequest) -> list[tuple[Any, Any]]:
+    return [(c.pk, str(c)) for c in Campaign.objects.order_by("-starts_on")]
+
+
+def language_choices(request: HttpRequest) -> list[tuple[Any, Any]]:
+    return list(settings.LANGUAGES)
+
+
+PartnerFilter = choices_filter("partner__id__exact", _("partner"), partner_choices)
+OwnerPartnerFilter = choices_filter(
+    "server_owner__partner__id__exact", _("partner"), partner_choices
+)
+
+
+def owner_name_q(prefix: str) -> Any:
+    # icontains is UPPER(name) LIKE '%…%', which the trigram index on UPPER(name) serves.
+    return lambda term: Q(**{f"{prefix}name__icontains": term})
+
+
+def contact_email_q(owner_ref: str) -> Any:
+    def q(term: str) -> Q:
+        # EXISTS, not a join: an owner with several matching contacts is still one row.
+        return Q(
+            Exists(Contact.objects.filter(server_owner_id=OuterRef(owner_ref), email__iexact=term))
+        )
+
+    return q
+
+
+def case_address_q(term: str) -> Q | None:
+    """Cases with a finding on this address, in this network or AS: EXISTS over the case's
+    findings (an index lookup per address), never a join that needs DISTINCT."""
+    parsed = parse_address_term(term)
+    if parsed is None:
+        return None
+    kind, value = parsed
+    if kind == "ip":
+        where = Q(finding__target__ip=value)
+    elif kind == "cidr":
+        where = network_q("finding__target__ip", value)
+    else:
+        where = Q(finding__target__asn=value)
+    links = Case.findings.through.objects.filter(where, case_id=OuterRef("pk"))
+    return Q(Exists(links))
+
+
+SHOWN_ROWS = 50  # rows of a long related list shown on a change page; the rest are linked
 
 
 class CaseInline(admin.TabularInline):
@@ -212,12 +272,12 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
         "preferred_language",
         "updated_at",
     )
-    list_filter = ("partner", "country")
+    list_filter = (PartnerFilter, values_filter(ServerOwner, "country", _("country")))
     search_fields = ("name", "rdap_handle", "contacts__email")
     ordering = ("name",)
     list_select_related = ("partner",)
-    inlines = (ContactInline, AttributionInline, CaseInline)
-    readonly_fields = ("created_at", "updated_at")
+    inlines = (ContactInline, CaseInline)
+    readonly_fields = ("servers", "created_at", "updated_at")
     # What attribution matches on and routes by. A partner that could set another's RDAP handle,
     # or a country, would pull that partner's targets, evidence and contacts into its own case.
     lead_only_fields = ("rdap_handle", "country", "corrections")
@@ -234,6 +294,7 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
         report = owner_merge(into=owners[0], others=owners[1:], actor=request.user)
         if report.merged:
             merged = ", ".join(report.merged)
+            log_service_action(request, owners[0], f"Merged in: {merged}.")
             self.message_user(request, f"Merged into “{owners[0].name}”: {merged}.")
         if report.refused:
             refused = "; ".join(report.refused)
@@ -254,8 +315,55 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
         contacts = sorted(obj.contacts.all(), key=lambda c: c.position)  # prefetched
         return contacts[0].email if contacts else "—"
 
+    @admin.display(description=_("Servers"))
+    def servers(self, obj: ServerOwner) -> str:
+        # An owner may hold ten thousand servers: the first few, and a link to all of them.
+        attributions = obj.attributions.select_related("target").order_by("target_id")
+        total = attributions.count()
+        if not total:
+            return "—"
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:campaign_attribution_change", args=[a.pk]),
+                    a.target,
+                    a.reverse_dns or "—",
+                    a.network_cidr or "—",
+                    a.registrant_country or "—",
+                )
+                for a in attributions[:SHOWN_ROWS]
+            ),
+        )
+        link = (
+            reverse("admin:campaign_attribution_changelist") + f"?server_owner__id__exact={obj.pk}"
+        )
+        return format_html(
+            "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>"
+            '<tbody>{}</tbody></table><p><a href="{}">{}</a></p>',
+            _("Server"),
+            _("Reverse DNS"),
+            _("Network"),
+            _("Country"),
+            rows,
+            link,
+            _("All %(count)s servers of this owner") % {"count": total},
+        )
+
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).prefetch_related("contacts")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        q = Q(name__icontains=term) | Q(rdap_handle=term)
+        if looks_like_email(term):
+            q |= contact_email_q("pk")(term)
+        return queryset.filter(q), False
 
 
 @admin.register(Contact)
@@ -265,12 +373,23 @@ class ContactAdmin(PartnerScopedAdmin):
     list_filter = ("kind", "source")
     search_fields = ("email", "server_owner__name")
     list_select_related = ("server_owner",)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if looks_like_email(term):
+            return queryset.filter(email__iexact=term), False
+        return queryset.filter(server_owner__name__icontains=term), False
+
     autocomplete_fields = ("server_owner",)
     lead_only_fields = ("source",)
 
 
 @admin.register(Attribution)
-class AttributionAdmin(PartnerScopedAdmin):
+class AttributionAdmin(AddressSearchMixin, PartnerScopedAdmin):
     partner_field = "server_owner__partner"
     list_display = (
         "target",
@@ -281,8 +400,11 @@ class AttributionAdmin(PartnerScopedAdmin):
         "abuse_email",
         "attributed_at",
     )
-    list_filter = ("registrant_country",)
+    list_filter = (values_filter(Attribution, "registrant_country", _("registrant country")),)
     search_fields = ("target__ip", "reverse_dns", "network_name", "abuse_email")
+    address_field = "target__ip"
+    asn_field = "target__asn"
+    text_search = (("reverse_dns", anything), ("abuse_email__iexact", looks_like_email))
     list_select_related = ("target", "server_owner")
     autocomplete_fields = ("server_owner",)
     raw_id_fields = ("target",)
@@ -409,16 +531,25 @@ class CaseAdmin(PartnerScopedAdmin):
     form = CaseForm
     list_display = (
         "reference_cell",
-        "server_owner",
+        "owner_name",
         "partner_code",
         "status_badge",
-        "language",
         "finding_count",
         "next_step",
         "opened_on",
     )
     list_display_links = ("reference_cell",)
-    list_filter = ("status", "attention", TriageFilter, "partner", "campaign", "language")
+    # Filter choices from small tables and settings, and recent windows instead of a date
+    # hierarchy: nothing here reads every case to draw the sidebar.
+    list_filter = (
+        "status",
+        "attention",
+        TriageFilter,
+        PartnerFilter,
+        choices_filter("campaign__id__exact", _("campaign"), campaign_choices),
+        choices_filter("language__exact", _("language"), language_choices),
+        recent_filter("opened_at", _("opened")),
+    )
     list_select_related = ("server_owner", "partner", "campaign")
     search_fields = ("reference", "server_owner__name", "server_owner__contacts__email")
     search_help_text = "Reference, owner, contact e-mail, IP address, network (CIDR) or AS number."
@@ -427,10 +558,19 @@ class CaseAdmin(PartnerScopedAdmin):
     def reference_cell(self, obj: Case) -> str:
         return format_html('<span class="case-ref">{}</span>', obj.reference)
 
-    @admin.display(description="Partner", ordering="partner__country")
+    @admin.display(description="Server owner", ordering="server_owner__name")
+    def owner_name(self, obj: Case) -> str:
+        return obj.server_owner.name  # a plain cell wraps; a foreign key's is kept on one line
+
+    @admin.display(description="Partner · lang.", ordering="partner__country")
     def partner_code(self, obj: Case) -> str:
+        # Country code and letter language in one narrow cell: the list fits a laptop.
         return format_html(
-            '<abbr title="{}">{}</abbr>', obj.partner.country_name, obj.partner.country
+            '<span class="nowrap"><abbr title="{}">{}</abbr> · <abbr title="{}">{}</abbr></span>',
+            obj.partner.country_name,
+            obj.partner.country,
+            LANGUAGE_NAMES.get(obj.language, obj.language),
+            obj.language,
         )
 
     @admin.display(description="Status", ordering="status")
@@ -439,19 +579,9 @@ class CaseAdmin(PartnerScopedAdmin):
 
     @admin.display(description="Opened", ordering="opened_at")
     def opened_on(self, obj: Case) -> str:
-        return date_format(timezone.localtime(obj.opened_at), "SHORT_DATE_FORMAT")
+        # ISO: unambiguous for staff of 26 countries (12/07 is July to most of them).
+        return timezone.localtime(obj.opened_at).strftime("%Y-%m-%d")
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet, search_term: str
-    ) -> tuple[QuerySet, bool]:
-        # An IP address, a network or an AS number finds the cases whose findings match; the
-        # queryset is already scoped to the user's partners.
-        network = selectors.network_query(search_term)
-        if network is not None:
-            return queryset.filter(network).distinct(), True
-        return super().get_search_results(request, queryset, search_term)
-
-    date_hierarchy = "opened_at"
     autocomplete_fields = ("server_owner",)
     readonly_fields = (
         "reference",
@@ -490,13 +620,35 @@ class CaseAdmin(PartnerScopedAdmin):
 
     @admin.display(description="Findings")
     def finding_count(self, obj: Case) -> int:
-        return len(obj.findings.all())  # prefetched
+        return obj.finding_total  # type: ignore[attr-defined]
 
     @admin.display(description="Findings")
     def findings_table(self, obj: Case) -> str:
-        rows = obj.findings.select_related("target").order_by("-probed_at")
-        if not rows:
+        # A case may hold ten thousand findings: the latest few, counts by verdict, and a link
+        # to the whole list. Transcripts are not loaded here.
+        findings = obj.findings.all()
+        counts = dict(
+            findings.order_by()
+            .values_list("verdict")
+            .annotate(n=Count("id"))
+            .values_list("verdict", "n")
+        )
+        total = sum(counts.values())
+        if not total:
             return "—"
+        rows = (
+            findings.select_related("target")
+            .only(
+                "verdict",
+                "evidence_level",
+                "software_family",
+                "probed_at",
+                "target__ip",
+                "target__port",
+                "target__protocol",
+            )
+            .order_by("-probed_at", "-id")[:SHOWN_ROWS]
+        )
         body = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -511,10 +663,16 @@ class CaseAdmin(PartnerScopedAdmin):
                 for f in rows
             ),
         )
+        summary = ", ".join(f"{verdict}: {n}" for verdict, n in sorted(counts.items()))
+        link = reverse("admin:scanning_finding_changelist") + f"?cases__id__exact={obj.pk}"
         return format_html(
+            "<p>{}</p>"
             "<table><thead><tr><th>Target</th><th>Verdict</th><th>Evidence</th><th>Software</th>"
-            "<th>Probed</th></tr></thead><tbody>{}</tbody></table>",
+            '<th>Probed</th></tr></thead><tbody>{}</tbody></table><p><a href="{}">{}</a></p>',
+            summary,
             body,
+            link,
+            _("All %(count)s findings of this case") % {"count": total},
         )
 
     @admin.display(description="Next action", ordering="next_action_at")
@@ -530,7 +688,30 @@ class CaseAdmin(PartnerScopedAdmin):
         return self.readonly_fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).prefetch_related("findings")
+        # Counted for the page's rows only (a subquery per shown row), never prefetched whole.
+        count = (
+            Case.findings.through.objects.filter(case_id=OuterRef("pk"))
+            .order_by()
+            .values("case_id")
+            .annotate(n=Count("finding_id"))
+            .values("n")
+        )
+        return super().get_queryset(request).annotate(finding_total=Coalesce(Subquery(count), 0))
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        address = case_address_q(term)
+        if address is not None:
+            return queryset.filter(address), False
+        if term.upper().startswith("SYS-"):
+            return queryset.filter(reference__startswith=term.upper()), False
+        if looks_like_email(term):
+            return queryset.filter(contact_email_q("server_owner_id")(term)), False
+        return queryset.filter(owner_name_q("server_owner__")(term)), False
 
     change_list_template = "admin/campaign/case/change_list.html"
 
@@ -631,10 +812,17 @@ NEXT_ACTIONS = {
 class CaseEventAdmin(PartnerScopedAdmin):
     partner_field = "case__partner"
     list_display = ("at", "case", "kind", "from_status", "to_status", "actor_label", "note")
-    list_filter = ("kind",)
+    list_filter = ("kind", recent_filter("at", _("when")))
     search_fields = ("case__reference", "note")
     list_select_related = ("case",)
-    date_hierarchy = "at"
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if term.upper().startswith("SYS-"):
+            return queryset.filter(case__reference__startswith=term.upper()), False
+        return super().get_search_results(request, queryset, search_term)
 
     # Append-only: the audit trail is read, never edited.
     def has_add_permission(self, request: HttpRequest) -> bool:

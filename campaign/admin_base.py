@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from campaign import selectors
+from campaign.admin_scale import ScalePaginator
 from campaign.models import Membership, Partner
 from scanning.models import ScanRun
 
@@ -54,6 +55,7 @@ class ScopedAdmin(LeadOnlyFieldsMixin, admin.ModelAdmin):
 
     change_role: str = Membership.Role.CASEWORKER
     show_full_result_count = False
+    paginator = ScalePaginator  # estimated or capped counts: no full count of a million rows
 
     def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
         raise NotImplementedError

@@ -13,9 +13,11 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
 
 from campaign import selectors
 from campaign.admin_base import LeadOnlyAdmin, PartnerScopedAdmin, log_service_action
+from campaign.admin_scale import AddressSearchMixin, recent_filter, values_filter
 from scanning.models import CanaryHit, Exclusion, Finding, ScanBatch, ScanRun, Target
 
 DIRECTION_LABELS = {">": "scanner", "<": "server", "!": "note"}
@@ -56,12 +58,18 @@ class FindingInline(admin.TabularInline):
 
 
 @admin.register(Target)
-class TargetAdmin(PartnerScopedAdmin):
+class TargetAdmin(AddressSearchMixin, PartnerScopedAdmin):
     partner_field = "attribution__server_owner__partner"
     list_display = ("__str__", "protocol", "hostname", "geo_country", "asn", "last_seen")
-    list_filter = ("protocol", "geo_country")
+    list_filter = (
+        "protocol",
+        values_filter(Target, "geo_country", _("server country")),
+        recent_filter("last_seen", _("last seen")),
+    )
     search_fields = ("ip", "hostname")
-    date_hierarchy = "last_seen"
+    text_search = (("hostname", lambda term: "." in term),)
+    # Only columns with an index sort a million rows by LIMIT, not by reading them all.
+    sortable_by = ("__str__", "last_seen", "asn", "protocol")
     readonly_fields = ("created_at", "sources", "source_data")
     # Facts from scans and imports. Were the address editable, a re-check would probe wherever
     # a caseworker pointed it.
@@ -101,7 +109,7 @@ class TargetAdmin(PartnerScopedAdmin):
 
 
 @admin.register(Finding)
-class FindingAdmin(PartnerScopedAdmin):
+class FindingAdmin(AddressSearchMixin, PartnerScopedAdmin):
     partner_field = "target__attribution__server_owner__partner"
     list_display = (
         "target",
@@ -111,10 +119,32 @@ class FindingAdmin(PartnerScopedAdmin):
         "software_family",
         "probed_at",
     )
-    list_filter = ("verdict", "evidence_level", "protocol", "software_family", "transport_status")
+    list_filter = (
+        "verdict",
+        "evidence_level",
+        "protocol",
+        values_filter(Finding, "software_family", _("software")),
+        "transport_status",
+        recent_filter("probed_at", _("probed")),
+    )
     list_select_related = ("target",)
     search_fields = ("target__ip", "token", "reverse_dns")
-    date_hierarchy = "probed_at"
+    address_field = "target__ip"
+    asn_field = "target__asn"
+    text_search = (("token", lambda term: len(term) >= 16),)
+    sortable_by = ("target", "verdict", "software_family", "probed_at")
+
+    def lookup_allowed(self, lookup: str, value: str, request: Any = None) -> bool:
+        # The case page links to "every finding of this case".
+        return lookup == "cases__id__exact" or super().lookup_allowed(lookup, value, request)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # The list shows none of the transcript or details (kilobytes a row).
+        qs = super().get_queryset(request)
+        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+            return qs.defer("transcript", "details", "reasons")
+        return qs
+
     raw_id_fields = ("target", "scan_run")
     readonly_fields = ("dialogue", "details_pretty", "reasons")
     exclude = ("transcript", "details")
@@ -244,6 +274,7 @@ class ExclusionAdmin(LeadOnlyAdmin):
 
     @admin.action(description="Approve: stop scanning these networks", permissions=["change"])
     def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
+        log_service_action(request, queryset, "Approved: no more scans of this network.")
         n = queryset.update(
             status=Exclusion.Status.APPROVED, decided_by=request.user, decided_at=timezone.now()
         )
@@ -251,6 +282,7 @@ class ExclusionAdmin(LeadOnlyAdmin):
 
     @admin.action(description="Reject the request", permissions=["change"])
     def reject(self, request: HttpRequest, queryset: QuerySet) -> None:
+        log_service_action(request, queryset, "Rejected the exclusion request.")
         n = queryset.update(
             status=Exclusion.Status.REJECTED, decided_by=request.user, decided_at=timezone.now()
         )

@@ -7,6 +7,7 @@ docs/exports.md lists the columns, the IntelMQ field mapping and how a cut file 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -42,6 +43,7 @@ class Column:
     name: str
     kind: str = TEXT
     width: int = 14  # XLSX column width, in characters
+    free: bool = False  # text from outside (RDAP, banners, staff): may start like a formula
 
 
 # What a finding's protocol means to a partner; the code stays in its own column.
@@ -87,11 +89,11 @@ CASE_COLUMNS = [
     Column("status", width=14),
     Column("status_code", width=12),
     Column("partner", width=8),
-    Column("campaign", width=12),
-    Column("owner", width=30),
+    Column("campaign", width=12, free=True),
+    Column("owner", width=30, free=True),
     Column("owner_country", width=8),
     Column("language", width=8),
-    Column("contact", width=30),
+    Column("contact", width=30, free=True),
     Column("servers", INT, 8),
     Column("findings", INT, 8),
     Column("kinds", width=24),
@@ -116,7 +118,7 @@ CASE_COLUMNS = [
 FINDING_COLUMNS = [
     Column("case", width=16),
     Column("partner", width=8),
-    Column("owner", width=30),
+    Column("owner", width=30, free=True),
     Column("ip", width=18),
     Column("port", INT, 7),
     Column("kind", width=20),
@@ -126,8 +128,8 @@ FINDING_COLUMNS = [
     Column("verdict_code", width=16),
     Column("evidence_level", width=18),
     Column("evidence_level_code", width=10),
-    Column("software", width=18),
-    Column("reverse_dns", width=28),
+    Column("software", width=18, free=True),
+    Column("reverse_dns", width=28, free=True),
     Column("asn", INT, 10),
     Column("server_country", width=8),
     Column("probed_at", TS, 20),
@@ -241,52 +243,78 @@ def _lit(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _array(values: Iterable[str]) -> str:
-    return "(ARRAY[" + ", ".join(_lit(v) for v in values) + "]::text[])"
+# The latest row of a group, by (time, id), with a small code of its value: max() of this array
+# is a plain aggregate PostgreSQL computes by hashing, where array_agg(... ORDER BY) or a text
+# key built with to_char() costs several times more per row.
+def _latest_key(at: str, id_: str, rank: str) -> str:
+    return f"ARRAY[extract(epoch FROM {at}), {id_}, {rank}]"
+
+
+def _rank_sql(expr: str, codes: list[str]) -> str:
+    """1-based position of the code in the list (NULL if absent), as a cheap CASE."""
+    whens = " ".join(f"WHEN {_lit(code)} THEN {i}" for i, code in enumerate(codes, start=1))
+    return f"(CASE {expr} {whens} END)"
+
+
+def _unrank_sql(expr: str, codes: list[str], labels: dict[str, str] | None = None) -> str:
+    whens = " ".join(
+        f"WHEN {i} THEN {_lit(labels[code] if labels else code)}"
+        for i, code in enumerate(codes, start=1)
+    )
+    return f"(CASE {expr} {whens} END)"
+
+
+def _kinds_sql(mask: str, labels: bool) -> str:
+    names = KIND_LABELS if labels else {k: str(k) for k in KIND_ORDER}
+    parts = ", ".join(
+        f"CASE WHEN {mask} & {1 << i} <> 0 THEN {_lit(names[k])} END"
+        for i, k in enumerate(KIND_ORDER)
+    )
+    return f"NULLIF(concat_ws({_lit('; ' if labels else ' ')}, {parts}), '')"
 
 
 def _case_select(scope: str) -> str:
-    verdicts = _array(VERDICT_ORDER)
-    kinds = _array(KIND_ORDER)
+    verdicts = [str(v) for v in VERDICT_ORDER]
+    letters = [*LETTER_EVENT_STATUS.values(), "failed"]
+    by_kind = _label_sql("e.kind", dict(LETTER_EVENT_STATUS))
+    letter_rank = _rank_sql(f"CASE WHEN e.kind = 'note' THEN 'failed' ELSE {by_kind} END", letters)
     letter_kinds = ", ".join(_lit(k) for k in LETTER_EVENT_STATUS)
-    letter_status = _label_sql("e.kind", dict(LETTER_EVENT_STATUS))
     transitions = "e.kind = 'status_changed' AND e.from_status <> e.to_status"
+    kind_bit = " ".join(f"WHEN {_lit(k)} THEN {1 << i}" for i, k in enumerate(KIND_ORDER))
     return f"""
 SELECT c.reference, {_label_sql("c.status", STATUS_LABELS)}, c.status, p.country, cp.slug, o.name,
-  o.country, c.language, ct.email, COALESCE(fa.servers, 0), COALESCE(fa.findings, 0),
-  (SELECT string_agg({_label_sql("k", KIND_LABELS)}, '; ' ORDER BY array_position({kinds}, k))
-     FROM unnest(fa.kinds) AS k),
-  array_to_string(fa.kinds, ' '),
-  {_label_sql(f"{verdicts}[fa.strongest]", VERDICT_LABELS)}, {verdicts}[fa.strongest],
-  {_label_sql("ev.letter", LETTER_STATUS_LABELS)}, ev.letter,
+  o.country, c.language, substr(ct.first, 6), COALESCE(fa.servers, 0), COALESCE(fa.findings, 0),
+  {_kinds_sql("fa.kinds", True)}, {_kinds_sql("fa.kinds", False)},
+  {_unrank_sql("fa.strongest", verdicts, VERDICT_LABELS)}, {_unrank_sql("fa.strongest", verdicts)},
+  {_unrank_sql("ev.letter[3]", letters, LETTER_STATUS_LABELS)},
+  {_unrank_sql("ev.letter[3]", letters)},
   ev.sent, ev.delivered, ev.bounced, ev.reminded,
-  fa.last_at, {_label_sql("fa.last_verdict", VERDICT_LABELS)}, fa.last_verdict,
+  fa.last_at, {_unrank_sql("fa.last_key[3]", verdicts, VERDICT_LABELS)},
+  {_unrank_sql("fa.last_key[3]", verdicts)},
   ev.fixed, ev.escalated, c.next_action_at, c.opened_at, c.status_changed_at
 FROM campaign_case c
 JOIN campaign_partner p ON p.id = c.partner_id
 JOIN campaign_campaign cp ON cp.id = c.campaign_id
 JOIN campaign_serverowner o ON o.id = c.server_owner_id
-LEFT JOIN LATERAL (
-  SELECT email FROM campaign_contact
-  WHERE server_owner_id = o.id AND bounced_at IS NULL ORDER BY position LIMIT 1
-) ct ON true
+LEFT JOIN (
+  SELECT server_owner_id, min(lpad(position::text, 5, '0') || email) AS first
+  FROM campaign_contact WHERE bounced_at IS NULL GROUP BY server_owner_id
+) ct ON ct.server_owner_id = o.id
 LEFT JOIN (
   SELECT cf.case_id, count(DISTINCT f.target_id) AS servers, count(*) AS findings,
-    (SELECT array_agg(k ORDER BY array_position({kinds}, k))
-       FROM unnest(array_agg(DISTINCT f.protocol::text)) AS k) AS kinds,
-    min(array_position({verdicts}, f.verdict::text)) AS strongest,
+    bit_or(CASE f.protocol {kind_bit} END) AS kinds,
+    min({_rank_sql("f.verdict", verdicts)}) AS strongest,
     max(f.probed_at) AS last_at,
-    (array_agg(f.verdict ORDER BY f.probed_at DESC, f.id DESC))[1] AS last_verdict
+    max({_latest_key("f.probed_at", "f.id", _rank_sql("f.verdict", verdicts))}) AS last_key
   FROM campaign_case_findings cf JOIN scanning_finding f ON f.id = cf.finding_id
   WHERE cf.case_id IN ({scope})
   GROUP BY cf.case_id
 ) fa ON fa.case_id = c.id
 LEFT JOIN (
   SELECT e.case_id,
-    (array_agg(CASE WHEN e.kind = 'note' THEN 'failed' ELSE {letter_status} END
-       ORDER BY e.at DESC, e.id DESC)
-     FILTER (WHERE e.kind IN ({letter_kinds}) OR (e.kind = 'note' AND e.data ? 'failed')))[1]
-       AS letter,
+    max({_latest_key("e.at", "e.id", letter_rank)})
+      FILTER (WHERE e.kind IN ({letter_kinds}) OR (e.kind = 'note' AND e.data ? 'failed'))
+      AS letter,
     min(e.at) FILTER (WHERE e.kind = 'letter_sent') AS sent,
     max(e.at) FILTER (WHERE e.kind = 'letter_delivered') AS delivered,
     max(e.at) FILTER (WHERE e.kind = 'letter_bounced') AS bounced,
@@ -302,6 +330,7 @@ ORDER BY c.reference"""
 
 
 def _finding_select(scope: str) -> str:
+    verdicts = [str(v) for v in VERDICT_ORDER]
     software = "NULLIF(trim(f.software_family || ' ' || f.software_version), '')"
     return f"""
 SELECT c.reference, p.country, o.name, host(t.ip), t.port,
@@ -310,18 +339,23 @@ SELECT c.reference, p.country, o.name, host(t.ip), t.port,
   {_label_sql("f.evidence_level", EVIDENCE_LABELS)}, f.evidence_level,
   {software}, COALESCE(NULLIF(f.reverse_dns, ''), NULLIF(t.hostname, '')), t.asn,
   NULLIF(t.geo_country, ''), f.probed_at, t.first_seen, t.last_seen,
-  lc.probed_at, {_label_sql("lc.verdict", VERDICT_LABELS)}, lc.verdict
+  lc.last_at, {_unrank_sql("lc.last_key[3]", verdicts, VERDICT_LABELS)},
+  {_unrank_sql("lc.last_key[3]", verdicts)}
 FROM campaign_case_findings cf
 JOIN campaign_case c ON c.id = cf.case_id
 JOIN campaign_partner p ON p.id = c.partner_id
 JOIN campaign_serverowner o ON o.id = c.server_owner_id
 JOIN scanning_finding f ON f.id = cf.finding_id
 JOIN scanning_target t ON t.id = f.target_id
-LEFT JOIN LATERAL (
-  SELECT l.probed_at, l.verdict FROM scanning_finding l
-  WHERE l.target_id = f.target_id AND l.protocol = f.protocol
-  ORDER BY l.probed_at DESC, l.id DESC LIMIT 1
-) lc ON true
+LEFT JOIN (
+  SELECT l.target_id, l.protocol, max(l.probed_at) AS last_at,
+    max({_latest_key("l.probed_at", "l.id", _rank_sql("l.verdict", verdicts))}) AS last_key
+  FROM scanning_finding l
+  WHERE l.target_id IN (
+    SELECT f2.target_id FROM campaign_case_findings cf2
+    JOIN scanning_finding f2 ON f2.id = cf2.finding_id WHERE cf2.case_id IN ({scope}))
+  GROUP BY l.target_id, l.protocol
+) lc ON lc.target_id = f.target_id AND lc.protocol = f.protocol
 WHERE cf.case_id IN ({scope})
 ORDER BY c.reference, f.probed_at, f.id"""
 
@@ -330,21 +364,43 @@ def _pg_query(export: Export) -> tuple[str, tuple[Any, ...]]:
     scope_sql, params = export.cases.order_by().values("pk").query.sql_with_params()
     build = _case_select if export.shape == "cases" else _finding_select
     # The scope appears once per use in the text: its parameters repeat with it.
-    uses = 3 if export.shape == "cases" else 1
+    uses = 3 if export.shape == "cases" else 2
     return build(scope_sql), tuple(params) * uses
+
+
+# Sorting and hashing a whole partner's findings in memory rather than in temporary files.
+EXPORT_WORK_MEM = "128MB"
+
+
+@contextlib.contextmanager
+def _session(cursor: Any, **values: str) -> Iterator[None]:
+    """Settings for this transaction only, put back at once: the caller's own transaction (a
+    test, a request) goes on as before. Django reads timestamps as UTC whatever the zone says."""
+    previous = {}
+    for name, value in values.items():
+        cursor.execute("SELECT current_setting(%s)", (name,))
+        previous[name] = cursor.fetchone()[0]
+        cursor.execute("SELECT set_config(%s, %s, true)", (name, value))
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            cursor.execute("SELECT set_config(%s, %s, true)", (name, value))
 
 
 def _pg_rows(export: Export) -> Iterator[tuple[Any, ...]]:
     sql, params = _pg_query(export)
     kinds = [c.kind for c in export.columns]
-    with transaction.atomic(), connection.chunked_cursor() as cursor:
-        cursor.execute(sql, params)
-        while batch := cursor.fetchmany(2000):
-            for row in batch:
-                yield tuple(
-                    int(v) if k == INT and v is not None else v
-                    for v, k in zip(row, kinds, strict=True)
-                )
+    with transaction.atomic():
+        with connection.cursor() as plain, _session(plain, work_mem=EXPORT_WORK_MEM, jit="off"):
+            with connection.chunked_cursor() as cursor:
+                cursor.execute(sql, params)
+                while batch := cursor.fetchmany(2000):
+                    for row in batch:
+                        yield tuple(
+                            int(v) if k == INT and v is not None else v
+                            for v, k in zip(row, kinds, strict=True)
+                        )
 
 
 def pg_copy_csv(export: Export) -> Iterator[bytes]:
@@ -357,6 +413,8 @@ def pg_copy_csv(export: Export) -> Iterator[bytes]:
             cell = f"""to_char({ref}, 'YYYY-MM-DD"T"HH24:MI:SSTZH:TZM')"""
         elif column.kind == INT:
             cell = ref
+        elif not column.free:
+            cell = f"NULLIF({ref}::text, '')"
         else:
             cell = (
                 f"CASE WHEN left({ref}::text, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) "
@@ -368,16 +426,11 @@ def pg_copy_csv(export: Export) -> Iterator[bytes]:
         f"COPY (SELECT {', '.join(cells)} FROM ({sql}) AS t({aliased})) "
         "TO STDOUT WITH (FORMAT csv, HEADER true)"
     )
+    pending: list[bytes] = []
     with transaction.atomic():
         raw = connection.cursor().cursor  # psycopg's own cursor: Django's has no copy()
-        # The zone is set for this transaction only, and put back at once: Django reads
-        # timestamps as UTC, so a caller's own transaction must not go on in another zone.
-        raw.execute("SELECT current_setting('TimeZone')")
-        previous = raw.fetchone()[0]
-        raw.execute("SELECT set_config('TimeZone', %s, true)", (export.time_zone,))
-        try:
+        with _session(raw, TimeZone=export.time_zone, work_mem=EXPORT_WORK_MEM, jit="off"):
             with raw.copy(copy_sql, params or None) as copy:
-                pending: list[bytes] = []
                 size = 0
                 for data in copy:
                     pending.append(bytes(data))
@@ -386,10 +439,8 @@ def pg_copy_csv(export: Export) -> Iterator[bytes]:
                         yield b"".join(pending)
                         pending, size = [], 0
             export.rows = raw.rowcount
-        finally:
-            raw.execute("SELECT set_config('TimeZone', %s, true)", (previous,))
-        pending.append(TRAILER.format(rows=export.rows).encode())
-        yield b"".join(pending)
+    pending.append(TRAILER.format(rows=export.rows).encode())
+    yield b"".join(pending)
 
 
 # --- The simpler path (SQLite) ----------------------------------------------------------------
@@ -606,12 +657,12 @@ def csv_lines(export: Export) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([c.name for c in export.columns])
-    zone, kinds = export.zone, [c.kind for c in export.columns]
+    zone, columns = export.zone, export.columns
     for row in typed_rows(export):
         writer.writerow(
             [
-                iso(v, zone) if k == TS else ("" if v is None else _cell(v))
-                for v, k in zip(row, kinds, strict=True)
+                iso(v, zone) if c.kind == TS else ("" if v is None else _cell(v) if c.free else v)
+                for v, c in zip(row, columns, strict=True)
             ]
         )
         export.rows += 1

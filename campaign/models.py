@@ -8,6 +8,7 @@ from datetime import datetime
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 LANGUAGE_CODES = {code for code, _ in settings.LANGUAGES}
@@ -140,6 +141,18 @@ class Membership(models.Model):
         return f"{self.user} @ {self.partner.country} ({self.role})"
 
 
+class StaffPreference(models.Model):
+    """A staff member's own choices: the admin's language (blank: their partner's first)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_preference"
+    )
+    language = models.CharField(max_length=10, blank=True, choices=settings.LANGUAGES)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.language or 'partner default'})"
+
+
 class CampaignQuerySet(models.QuerySet["Campaign"]):
     def current(self) -> Campaign | None:
         """The campaign new findings join: the active one that started last."""
@@ -241,6 +254,8 @@ class Contact(models.Model):
             ),
             models.UniqueConstraint(fields=["server_owner", "email"], name="contact_unique_email"),
         ]
+        # The admin finds owners and cases by a contact's address, in any case.
+        indexes = [models.Index(Upper("email"), name="contact_email_upper")]
 
     def __str__(self) -> str:
         return f"{self.email} ({self.kind})"

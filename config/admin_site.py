@@ -7,14 +7,15 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, URLResolver, path, reverse
+from django.utils.translation import gettext_lazy
 
 
 class SecureAdminSite(admin.AdminSite):
     site_header = "Secure Your Server"
     site_title = "Secure Your Server"
-    index_title = "Campaign administration"
+    index_title = gettext_lazy("Campaign administration")
     # The front page is the campaign dashboard; the model list sits beside it.
     index_template = "reporting/dashboard.html"
 
@@ -37,7 +38,29 @@ class SecureAdminSite(admin.AdminSite):
         refresh = path(
             "dashboard/refresh/", self.admin_view(refresh_view), name="reporting_refresh"
         )
-        return [ours, refresh] + [u for u in urls if getattr(u, "name", None) != "view_on_site"]
+        mfa = [
+            path("mfa/", self.admin_view(self.mfa_enrol), name="mfa_enrol"),
+            path("mfa/verify/", self.admin_view(self.mfa_verify), name="mfa_verify"),
+        ]
+        language = path("language/", self.admin_view(self.staff_language), name="staff_language")
+        return [ours, refresh, language, *mfa] + [
+            u for u in urls if getattr(u, "name", None) != "view_on_site"
+        ]
+
+    def staff_language(self, request: HttpRequest) -> HttpResponse:
+        from campaign.preferences import language_view  # campaign's models need the app registry
+
+        return language_view(self, request)
+
+    def mfa_enrol(self, request: HttpRequest) -> HttpResponse:
+        from config import accounts
+
+        return accounts.enrol_view(self, request)
+
+    def mfa_verify(self, request: HttpRequest) -> HttpResponse:
+        from config import accounts
+
+        return accounts.verify_view(self, request)
 
     def scoped_shortcut(
         self, request: HttpRequest, content_type_id: int, object_id: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -31,6 +32,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "anymail",
     "scanning",
     "campaign",
@@ -49,8 +53,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "config.accounts.SecondFactorMiddleware",
+    "campaign.preferences.StaffLanguageMiddleware",  # the admin in the user's own language
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: it turns lockouts into pages
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -70,6 +78,36 @@ TEMPLATES = [
         },
     },
 ]
+
+# --- Accounts: passwords, lockout, second factor -------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "config.accounts.LoginThrottleBackend",  # refuses a locked-out username before the password
+    "django.contrib.auth.backends.ModelBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# After LOGIN_FAILURE_LIMIT wrong passwords for one username (from anywhere), or from one address
+# (for any username: password spraying), that username or address is locked for
+# LOGIN_LOCKOUT_MINUTES. Behind the TLS proxy the address is the one the proxy forwards.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "config.accounts.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_VERBOSE = False
+# Every staff account needs a confirmed TOTP device before it can use the admin. Only the local
+# demo (`make run`) turns this off; `check --deploy` warns when it is off.
+MFA_REQUIRED = env_bool("MFA_REQUIRED", True)
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Secure Your Server")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # no QR codes or keys of other people's devices
 
 # --- Database -----------------------------------------------------------------------------------
 DEFAULT_SQLITE_URL = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
@@ -237,9 +275,11 @@ REMEDIATION_FORM_WINDOW = env_int("REMEDIATION_FORM_WINDOW", 60 * 60, minimum=1)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Staff-edited letter templates render under a budget (previews and workers alike): wall time,
 # loop iterations and characters written, so a runaway draft fails instead of burning a CPU.
+# The character cap also bounds the PDF step (WeasyPrint's time grows with the HTML: about a
+# minute for 500,000 characters on a busy two-core machine; a real letter is a few thousand).
 LETTER_RENDER_SECONDS = env_int("LETTER_RENDER_SECONDS", 5, minimum=1)
 LETTER_RENDER_MAX_ITERATIONS = env_int("LETTER_RENDER_MAX_ITERATIONS", 100_000, minimum=100)
-LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 2_000_000, minimum=10_000)
+LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 500_000, minimum=10_000)
 
 # --- Scanner and canary -------------------------------------------------------------------------
 SCAN_ALLOW_PRIVATE = env_bool("SCAN_ALLOW_PRIVATE", False)

@@ -21,7 +21,7 @@ from django.utils.translation import gettext
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from campaign import selectors
-from campaign.admin_base import PartnerScopedAdmin
+from campaign.admin_base import PartnerScopedAdmin, log_service_action
 from letters import links, rendering, services
 
 # Importing admin_case also registers the case page (the workbench) in place of campaign's.
@@ -171,6 +171,7 @@ class LetterTemplateAdmin(PartnerScopedAdmin):
         except services.ApprovalRefused as exc:
             self.message_user(request, f"{template}: {exc}", messages.ERROR)
             return False
+        log_service_action(request, template, f"Approved version {template.version}.")
         self.message_user(
             request,
             f"Approved: {template.partner.country} {template.kind}/"
@@ -412,7 +413,9 @@ class LetterAdmin(LetterPdfMixin, PartnerScopedAdmin):
         retried = 0
         for letter in queryset.select_related("case__partner"):
             if selectors.has_role(request.user, "caseworker", letter.case.partner):
-                retried += services.letter_retry(letter=letter, actor=request.user)
+                if services.letter_retry(letter=letter, actor=request.user):
+                    retried += 1
+                    log_service_action(request, letter, "Queued again after failing.")
         self.message_user(request, f"{retried} failed letter(s) queued again.")
 
 

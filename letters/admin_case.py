@@ -24,6 +24,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from campaign import selectors, workflow
@@ -47,6 +48,13 @@ DEADLINES = {
 }
 
 
+PREVIEW_LABELS: dict[str, Any] = {
+    LetterKind.INITIAL: _lazy("Preview the letter"),
+    LetterKind.REMINDER: _lazy("Preview the reminder"),
+    LetterKind.FIXED: _lazy("Preview the thank-you letter"),
+}
+
+
 def next_letter_kind(case: Case) -> str:
     if case.status in (Case.Status.NOTIFIED, Case.Status.REMINDED, Case.Status.ESCALATED):
         return LetterKind.REMINDER
@@ -67,6 +75,9 @@ class Action:
 
 def _case_url(case: Case, suffix: str) -> str:
     return reverse(f"admin:campaign_case_{suffix}", args=[case.pk])
+
+
+FINDINGS_SHOWN = 50
 
 
 def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
@@ -103,7 +114,16 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
                 "letters": written.get(contact.email.lower(), []),
             }
         )
-    findings = list(case.findings.select_related("target").order_by("-probed_at", "-id"))
+    # A case may hold ten thousand findings: the latest ones, without their transcripts, and a
+    # link to the whole list.
+    findings = list(
+        case.findings.select_related("target")
+        .defer("transcript", "details", "reasons")
+        .order_by("-probed_at", "-id")[:FINDINGS_SHOWN]
+    )
+    findings_total = len(findings)
+    if findings_total == FINDINGS_SHOWN:
+        findings_total = case.findings.count()
     events = list(case.events.select_related("actor").order_by("at", "id"))
     status_labels: dict[str, str] = {str(k): str(v) for k, v in Case.Status.choices}
     timeline = [
@@ -121,27 +141,23 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
     ]
     kind = next_letter_kind(case)
     actions: list[Action] = []
+    # Only what fits the case's status is offered; a fitting action that something else blocks
+    # (no approved template, no contact left) shows disabled with the reason.
     if may_act:
-        refusal = services.letter_queue_refusal(case, fresh=True) or ""
-        actions.append(Action(_("Queue letter…"), "queue_advisory_letter", refusal=refusal))
-        actions[-1].primary = True
-        if case.status != Case.Status.READY:
-            ready = (
-                ""
-                if workflow.can_transition(case.status, Case.Status.READY)
-                else f"not from “{case.get_status_display()}”"
-            )
-            actions.append(Action(_("Mark ready"), "mark_ready", refusal=ready))
-        resend = (
-            services.letter_queue_refusal(case, fresh=False) or ""
-            if any(letter.kind == LetterKind.INITIAL for letter in letters)
-            else "no letter has been sent yet"
-        )
-        actions.append(Action(_("Resend to the next contact…"), "resend_to_next_contact"))
-        actions[-1].refusal = resend
+        if case.status == Case.Status.READY:
+            refusal = services.letter_queue_refusal(case, fresh=True) or ""
+            actions.append(Action(_("Queue letter…"), "queue_advisory_letter", refusal=refusal))
+            actions[-1].primary = True
+        elif workflow.can_transition(case.status, Case.Status.READY):
+            actions.append(Action(_("Mark ready"), "mark_ready"))
+            actions[-1].primary = case.status in (Case.Status.NEW, Case.Status.NEEDS_REVIEW)
+        if any(letter.kind == LetterKind.INITIAL for letter in letters):
+            resend = services.letter_queue_refusal(case, fresh=False) or ""
+            actions.append(Action(_("Resend to the next contact…"), "resend_to_next_contact"))
+            actions[-1].refusal = resend
     previews = reverse("admin:campaign_case_letter_preview", args=[case.pk, kind, "html"])
     actions += [
-        Action(_("Preview letter"), url=previews, new_tab=True),
+        Action(PREVIEW_LABELS[kind], url=previews, new_tab=True),
         Action(_("PDF"), url=previews.replace("/html/", "/pdf/"), new_tab=True),
         Action(
             _("View the owner's page"),
@@ -167,6 +183,9 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
         "deadline": deadline,
         "contacts": contacts,
         "findings": findings,
+        "findings_total": findings_total,
+        "findings_url": reverse("admin:scanning_finding_changelist")
+        + f"?cases__id__exact={case.pk}",
         "letters": letters,
         "timeline": timeline,
         "actions": actions,
@@ -410,7 +429,8 @@ class CaseWorkbenchAdmin(CaseAdmin):
         response["Cache-Control"] = "no-store"
         # The public page's policy, minus its script (it would poll the owner's status URL).
         response["Content-Security-Policy"] = (
-            "default-src 'none'; style-src 'self'; script-src 'none'; img-src 'self' data:; "
+            "default-src 'none'; style-src 'self' 'unsafe-inline'; script-src 'none'; "
+            "img-src 'self' data:; "
             "form-action 'self'; frame-ancestors 'self'; base-uri 'none'"
         )
         return response

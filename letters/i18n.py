@@ -37,6 +37,9 @@ SOURCES: tuple[str, ...] = (
     "scanning/views.py",
     "scanning/forms.py",
     "campaign/preferences.py",
+    "config/admin_site.py",
+    "templates/admin/base_site.html",
+    "templates/admin/staff_language.html",
 )
 KEYWORDS = {
     "gettext": None,

@@ -96,7 +96,11 @@ class Target(models.Model):
                 condition=models.Q(port__gte=1, port__lte=65535), name="target_port_in_range"
             ),
         ]
-        indexes = [models.Index(fields=["last_seen"]), models.Index(fields=["protocol"])]
+        indexes = [
+            models.Index(fields=["last_seen"]),
+            models.Index(fields=["protocol"]),
+            models.Index(fields=["asn"]),  # the admin's search by AS number
+        ]
 
     def __str__(self) -> str:
         return f"{host_port(self.ip, self.port)}/{self.protocol}"

@@ -56,6 +56,9 @@ def _eager_celery_and_test_mail(request: pytest.FixtureRequest, settings) -> Non
     settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
     # Attribution asks public DNS and RDAP: off unless a test serves them from loopback.
     settings.ATTRIBUTE_AFTER_SCAN = False
+    # Tests sign staff in with force_login, which skips the password form and its second step;
+    # tests/security/test_accounts.py turns this on and signs in as a person would.
+    settings.MFA_REQUIRED = False
     # A cache of its own per test (rate-limit counts): no test inherits another's, nor the
     # developer's Redis.
     settings.CACHES = {

@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from campaign.admin_base import log_service_action
 from campaign.intake import services
 from campaign.intake.tasks import import_targets as import_targets_task
 from campaign.models import Campaign, ImportBatch
@@ -58,6 +59,7 @@ def import_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> HttpResp
             campaign=form.cleaned_data["campaign"],
             actor=request.user,
         )
+        log_service_action(request, batch, f"Imported {upload.name}.")
         limit = getattr(settings, "INTAKE_SYNC_MAX_BYTES", SYNC_MAX_BYTES)
         if upload.size <= limit:
             batch = services.import_batch_run(batch=batch, path_or_file=upload)

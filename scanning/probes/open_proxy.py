@@ -41,6 +41,7 @@ from scanning.probes.canary import (
     canary_answer,
     new_token,
 )
+from scanning.probes.connect import ConnectFailure, open_connection
 from scanning.probes.proxy_fingerprint import proxy_software
 
 try:  # the SMTP sink's module owns the marker; the literal keeps this file usable without it
@@ -186,23 +187,15 @@ class _Session:
         return asyncio.get_running_loop().time() + self.limits.reply_timeout
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        local = (self.source, 0) if self.source else None
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.ip, self.port, local_addr=local),
-                self.limits.connect_timeout,
+            reader, writer = await open_connection(
+                self.ip, self.port, timeout=self.limits.connect_timeout, source=self.source
             )
-        except TimeoutError as exc:
-            self.transcript.note(f"connect to {self.ip}:{self.port} timed out")
-            raise _Fail(Reason.TIMEOUT, TransportStatus.CONNECTION_TIMEOUT, "connect") from exc
-        except ConnectionRefusedError as exc:
-            self.transcript.note(f"connect to {self.ip}:{self.port} refused")
-            status = TransportStatus.CONNECTION_REFUSED
-            raise _Fail(Reason.CONNECT_FAILED, status, "refused") from exc
-        except OSError as exc:
-            self.transcript.note(f"connect to {self.ip}:{self.port} failed: {exc.strerror or exc}")
-            status = TransportStatus.CONNECTION_CLOSED
-            raise _Fail(Reason.CONNECT_FAILED, status, "connect") from exc
+        except ConnectFailure as failure:
+            self.transcript.note(f"{host_port(self.ip, self.port)}: {failure.note}")
+            # The judgement adds connect_failed for a failed connect; the last reason says how.
+            note = "refused" if failure.refused else "connect"
+            raise _Fail(failure.reasons[-1], failure.status, note) from failure
         sockname = writer.get_extra_info("sockname")
         if sockname:
             self.local_ips.add(str(sockname[0]))

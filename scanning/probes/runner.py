@@ -30,6 +30,7 @@ from scanning.probes.base import (
     holding_turn,
 )
 from scanning.probes.canary import CanaryConfig, HitStore
+from scanning.probes.connect import ConnectFailure, open_connection
 from scanning.probes.open_proxy import (
     DEFAULT_USER_AGENT,
     probe_http_proxy,
@@ -545,40 +546,21 @@ class Scanner:
                 return self._excluded_result(target, guess)
             limits = self.options.limits
             started = time.monotonic()
-            local = (self.options.source, 0) if self.options.source else None
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(target.ip, target.port, local_addr=local),
-                    limits.connect_timeout,
+                reader, writer = await open_connection(
+                    target.ip,
+                    target.port,
+                    timeout=limits.connect_timeout,
+                    source=self.options.source,
                 )
-            except TimeoutError:
+            except ConnectFailure as failure:
                 return _bare_result(
                     target,
                     guess,
-                    Verdict.INCONCLUSIVE,
-                    [Reason.CONNECT_FAILED, Reason.TIMEOUT],
-                    "connect timed out",
-                    TransportStatus.CONNECTION_TIMEOUT,
-                    started,
-                )
-            except ConnectionRefusedError:
-                return _bare_result(
-                    target,
-                    guess,
-                    Verdict.CLOSED,
-                    [Reason.CONNECT_FAILED],
-                    "connection refused",
-                    TransportStatus.CONNECTION_REFUSED,
-                    started,
-                )
-            except OSError as exc:
-                return _bare_result(
-                    target,
-                    guess,
-                    Verdict.INCONCLUSIVE,
-                    [Reason.CONNECT_FAILED],
-                    f"connect failed: {exc.strerror or exc}",
-                    TransportStatus.CONNECTION_CLOSED,
+                    Verdict.CLOSED if failure.refused else Verdict.INCONCLUSIVE,
+                    list(failure.reasons),
+                    failure.note,
+                    failure.status,
                     started,
                 )
             try:

@@ -32,6 +32,7 @@ from scanning.probes.base import (
     release_turn,
 )
 from scanning.probes.canary import CanaryConfig, CanaryHit, HitStore, new_token
+from scanning.probes.connect import ConnectFailure, open_connection
 from scanning.probes.smtp_fingerprint import smtp_software
 
 MAX_LINE_BYTES = 2048  # RFC 5321 caps reply lines at 512; real banners stay far below this
@@ -324,37 +325,22 @@ class _SmtpProbe:
         tls = " (implicit TLS)" if self.implicit_tls else ""
         self.transcript.note(f"connect {self.ip} port {self.port}{via}{tls}")
         kwargs: dict[str, Any] = {}
-        if self.source:
-            kwargs["local_addr"] = (self.source, 0)
         if self.implicit_tls:
             kwargs.update(ssl=_tls_context(), server_hostname="", ssl_handshake_timeout=timeout)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.ip, self.port, limit=MAX_LINE_BYTES, **kwargs), timeout
+            reader, writer = await open_connection(
+                self.ip,
+                self.port,
+                timeout=timeout,
+                source=self.source,
+                limit=MAX_LINE_BYTES,
+                **kwargs,
             )
-        except TimeoutError:
-            self.transcript.note("connect timed out")
-            raise _Stop(
-                TransportStatus.CONNECTION_TIMEOUT, Reason.CONNECT_FAILED, "connect timed out"
-            ) from None
-        except ssl.SSLError as exc:
-            self.transcript.note(f"TLS handshake failed: {exc}")
-            raise _Stop(
-                TransportStatus.PROTOCOL_ERROR, Reason.TLS_HANDSHAKE_FAILED, "TLS handshake failed"
-            ) from None
-        except ConnectionRefusedError:
-            self.transcript.note("connection refused")
-            raise _Stop(
-                TransportStatus.CONNECTION_REFUSED, Reason.CONNECT_FAILED, "connection refused"
-            ) from None
-        except (ConnectionError, OSError) as exc:
-            self.transcript.note(f"connect failed: {exc}")
-            status = (
-                TransportStatus.CONNECTION_CLOSED
-                if isinstance(exc, ConnectionResetError)
-                else TransportStatus.CONNECTION_REFUSED
-            )
-            raise _Stop(status, Reason.CONNECT_FAILED, f"connect failed: {exc}") from None
+        except ConnectFailure as failure:
+            self.transcript.note(failure.note)
+            for reason in failure.reasons[1:]:
+                self.reason(reason)
+            raise _Stop(failure.status, failure.reasons[0], failure.note) from None
         conn = _Conn(reader, writer, tls=self.implicit_tls)
         if self.implicit_tls:
             self._record_tls(conn)

@@ -40,7 +40,7 @@ class CaseListTestCase(BaseTestCase):
         self.client.force_login(self.regulator)
         html = self.client.get("/admin/campaign/case/").content.decode()
         self.assertIn(f'<span class="case-ref">{self.alpha_case.reference}</span>', html)
-        self.assertIn('<abbr title="Alphaland">GB</abbr>', html)
+        self.assertIn('<abbr title="Alphaland">GB</abbr> · <abbr title="English">en</abbr>', html)
         self.assertIn('class="status-badge status-ready"', html)
 
 

@@ -110,12 +110,25 @@ class CaseWorkbenchTestCase(BaseTestCase):
             self.client.get(f"/admin/letters/letter/{letter.pk}/pdf/").status_code, 404
         )
 
-    def test_a_caseworker_gets_the_actions_and_a_viewer_does_not(self) -> None:
-        response = self.page()
-        for action in ("queue_advisory_letter", "resend_to_next_contact"):
-            self.assertContains(response, f'value="{action}"')
+    def test_a_caseworker_gets_the_actions_that_fit_and_a_viewer_none(self) -> None:
+        response = self.page()  # ready, nothing sent: queue, no resend, no "mark ready"
+        self.assertContains(response, 'value="queue_advisory_letter"')
+        self.assertNotContains(response, 'value="resend_to_next_contact"')
+        self.assertNotContains(response, 'value="mark_ready"')
         self.assertContains(response, f"/admin/campaign/case/{self.alpha_case.pk}/owner-page/")
-        self.assertContains(response, "no letter has been sent yet")  # why resend is disabled
+        self.sent_letter()
+        Case.objects.filter(pk=self.alpha_case.pk).update(status=Case.Status.NOTIFIED)
+        response = self.page()  # notified: resend to the next contact, a reminder preview
+        self.assertNotContains(response, 'value="queue_advisory_letter"')
+        self.assertContains(response, 'value="resend_to_next_contact"')
+        self.assertContains(response, "Preview the reminder")
+        Case.objects.filter(pk=self.alpha_case.pk).update(status=Case.Status.NEEDS_REVIEW)
+        self.assertContains(self.page(), 'value="mark_ready"')
+        beta_template = self.beta_case.partner.letter_templates.filter(status="approved")
+        self.assertFalse(beta_template.exists())
+        response = self.page(self.regulator, self.beta_case)  # ready, but no German template
+        self.assertContains(response, 'disabled aria-describedby="why-queue_advisory_letter"')
+        self.assertContains(response, "no approved initial template")
         viewer = self.alpha_staff.memberships.get()
         viewer.role = "viewer"
         viewer.save()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
 
 from campaign.models import Membership
@@ -95,6 +96,11 @@ class TemplateAdminTestCase(BaseTestCase):
         self.assertContains(page, "Unchanged.")  # the subject
         draft.refresh_from_db()
         self.assertEqual(draft.status, "draft")  # looking approves nothing
+        self.client.post(f"/admin/letters/lettertemplate/{draft.pk}/approve/")
+        draft.refresh_from_db()
+        self.assertEqual(draft.status, "approved")
+        entry = LogEntry.objects.get(object_id=str(draft.pk))  # shows in "Recent actions"
+        self.assertEqual(entry.get_change_message(), f"Approved version {draft.version}.")
 
     def test_beta_cannot_open_alphas_approval_page(self) -> None:
         draft = self.draft()

@@ -26,7 +26,7 @@ def plan_open_cases(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaign', '0005_partner_names_attribution_job'),
+        ('campaign', '0007_admin_search_indexes'),
         ('scanning', '0002_scan_batches'),
     ]
 
