@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install catalogues system-deps run test bench lint clean-broker
+.PHONY: install catalogues system-deps run test bench lint clean-broker faults
 
 install: $(VENV)/.installed catalogues
 
@@ -40,6 +40,16 @@ bench: install system-deps
 	@bash scripts/bench-deps.sh >&2
 	@bash .ci/install-peers.sh >&2 || echo "real peers unavailable: the bench skips them" >&2
 	@$(PY) -m bench
+
+# The fault suite on its own: real workers, beat, our own Redis, killed by PID. Progress goes to
+# stderr; stdout is one JSON table (queued, sent, duplicated, lost, stuck, time to heal).
+faults: install
+	@mkdir -p var
+	@rm -f var/faults.jsonl
+	@FAULTS_REPORT=var/faults.jsonl $(PY) -m pytest tests/faults -m faults -q >&2; \
+	status=$$?; \
+	$(PY) -c "import json; rows = [json.loads(l) for l in open('var/faults.jsonl')]; print(json.dumps({'faults': rows}, indent=2))"; \
+	exit $$status
 
 lint: install
 	$(PY) -m ruff check .

@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from campaign import selectors, services
 from campaign.admin_base import (
+    BehindTheCaseMixin,
     LeadOnlyAdmin,
     LeadOnlyFieldsMixin,
     PartnerScopedAdmin,
@@ -809,7 +810,7 @@ NEXT_ACTIONS = {
 
 
 @admin.register(CaseEvent)
-class CaseEventAdmin(PartnerScopedAdmin):
+class CaseEventAdmin(BehindTheCaseMixin, PartnerScopedAdmin):
     partner_field = "case__partner"
     list_display = ("at", "case", "kind", "from_status", "to_status", "actor_label", "note")
     list_filter = ("kind", recent_filter("at", _("when")))
@@ -1022,6 +1023,10 @@ class AttributionJobAdmin(PartnerScopedAdmin):
 
     def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
         return super().scope_queryset(request, qs).distinct()
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        # Only those who can start one (caseworkers, the lead) need the list in their menu.
+        return selectors.has_role(request.user, Membership.Role.CASEWORKER)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # started from Targets → "Run attribution"

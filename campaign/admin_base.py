@@ -170,6 +170,15 @@ class PartnerScopedAdmin(ScopedAdmin):
         return value if isinstance(value, Partner) else None
 
 
+class BehindTheCaseMixin:
+    """Records partner staff read from the case (or letter) page, not as lists of their own:
+    kept out of partner staff's menus, still reachable (and scoped) from the pages that link
+    them. The lead agency's staff keep the lists for oversight."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return selectors.sees_all_partners(request.user)
+
+
 class LeadOnlyAdmin(ScopedAdmin):
     """Models that belong to no partner (scan runs, exclusions, imports): the lead agency's."""
 

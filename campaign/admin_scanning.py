@@ -6,19 +6,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.timesince import timesince
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from campaign import selectors
 from campaign.admin_base import LeadOnlyAdmin, PartnerScopedAdmin, log_service_action
 from campaign.admin_scale import AddressSearchMixin, recent_filter, values_filter
 from scanning.models import CanaryHit, Exclusion, Finding, ScanBatch, ScanRun, Target
+from scanning.services import scan_run_requeue_stale, scan_runs_needing_attention
 
 DIRECTION_LABELS = {">": "scanner", "<": "server", "!": "note"}
 
@@ -167,7 +170,17 @@ class FindingAdmin(AddressSearchMixin, PartnerScopedAdmin):
 class ScanBatchInline(admin.TabularInline):
     model = ScanBatch
     extra = 0
-    fields = ("id", "attempt", "status", "target_count", "not_before", "finished_at", "error")
+    fields = (
+        "id",
+        "attempt",
+        "status",
+        "target_count",
+        "not_before",
+        "claims",
+        "lease_until",
+        "finished_at",
+        "error",
+    )
     readonly_fields = fields
     can_delete = False
     ordering = ("id",)
@@ -178,6 +191,19 @@ class ScanBatchInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ScanRunAttentionFilter(admin.SimpleListFilter):
+    title = _("needs attention")
+    parameter_name = "attention"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("yes", _("Stale batches (worker lost)"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(pk__in=scan_runs_needing_attention().values("pk"))
+        return queryset
 
 
 @admin.register(ScanRun)
@@ -191,10 +217,12 @@ class ScanRunAdmin(LeadOnlyAdmin):
         "verdict_summary",
         "refused_count",
         "created_at",
+        "age",
         "finished_at",
     )
-    list_filter = ("status",)
+    list_filter = (ScanRunAttentionFilter, "status")
     list_select_related = ("requested_by",)
+    actions = ("requeue_stale_batches",)
     search_fields = ("label",)
     date_hierarchy = "created_at"
     readonly_fields = (
@@ -254,6 +282,39 @@ class ScanRunAdmin(LeadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(finding_count=Count("findings"))
+
+    @admin.display(description=_("Running for"))
+    def age(self, obj: ScanRun) -> str:
+        if obj.finished_at or not obj.started_at:
+            return "—"
+        return timesince(obj.started_at)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        count = scan_runs_needing_attention().count()
+        if count and request.method == "GET" and "attention" not in request.GET:
+            messages.warning(
+                request,
+                format_html(
+                    '{} <a href="?attention=yes">{}</a>',
+                    ngettext(
+                        "%(count)d scan run has stale batches.",
+                        "%(count)d scan runs have stale batches.",
+                        count,
+                    )
+                    % {"count": count},
+                    gettext("Show them"),
+                ),
+            )
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description=_("Re-queue stale batches"))
+    def requeue_stale_batches(self, request: HttpRequest, queryset: QuerySet) -> None:
+        runs = list(queryset)
+        count = sum(scan_run_requeue_stale(run=run) for run in runs)
+        log_service_action(request, runs, "Re-queued stale batches.")
+        self.message_user(
+            request, gettext("%(count)d batch(es) handed to workers again.") % {"count": count}
+        )
 
 
 @admin.register(Exclusion)

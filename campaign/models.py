@@ -82,6 +82,16 @@ class Partner(models.Model):
         help_text="The schedule leaves this partner's cases alone (re-probes, reminders, "
         "escalation) until resumed; they keep their dates.",
     )
+    # Letters leave only inside this window of the partner's local time (both empty: any time).
+    sending_window_start = models.TimeField(
+        null=True, blank=True, help_text="Letters leave from this local time (e.g. 09:00)."
+    )
+    sending_window_end = models.TimeField(
+        null=True, blank=True, help_text="…until this local time (e.g. 17:00; may wrap midnight)."
+    )
+    letters_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="This partner's own cap on letters sent per minute."
+    )
     names = models.JSONField(
         default=dict,
         blank=True,
@@ -101,6 +111,14 @@ class Partner(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(country__regex=r"^[A-Z]{2}$"), name="partner_country_iso2"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(
+                    sending_window_start__isnull=True, sending_window_end__isnull=True
+                )
+                | models.Q(sending_window_start__isnull=False, sending_window_end__isnull=False),
+                name="partner_sending_window_both_or_neither",
+                violation_error_message="A sending window needs both a start and an end time.",
             ),
         ]
 

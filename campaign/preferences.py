@@ -72,15 +72,12 @@ class LanguageForm(forms.Form):
         label = gettext("Your partner's language (%(language)s)") % {
             "language": LANGUAGE_NAMES.get(default, default)
         }
-        field = self.fields["language"]
-        assert isinstance(field, forms.ChoiceField)
-        field.choices = [("", label), *settings.LANGUAGES]
+        self.fields["language"].choices = [("", label), *settings.LANGUAGES]
 
 
 def language_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
-    user: Any = request.user  # admin_view lets only signed-in staff through
-    default = partner_language(user)
-    chosen = StaffPreference.objects.filter(user=user).first()
+    default = partner_language(request.user)
+    chosen = StaffPreference.objects.filter(user=request.user).first()
     form = LanguageForm(
         request.POST or None,
         initial={"language": chosen.language if chosen else ""},
@@ -88,7 +85,7 @@ def language_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         StaffPreference.objects.update_or_create(
-            user=user, defaults={"language": form.cleaned_data["language"]}
+            user=request.user, defaults={"language": form.cleaned_data["language"]}
         )
         language = form.cleaned_data["language"] or default
         request.session[SESSION_KEY] = language

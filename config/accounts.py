@@ -56,6 +56,23 @@ def client_ip(request: HttpRequest) -> str:
     return str(request.META.get("REMOTE_ADDR", ""))
 
 
+def lockout_response(request: HttpRequest, original_response: Any, credentials: Any) -> Any:
+    """django-axes' answer to a locked-out sign-in: the admin's own page, status 429."""
+    from axes.helpers import get_cool_off, get_failure_limit
+    from django.contrib import admin
+    from django.shortcuts import render
+
+    cool_off = get_cool_off(request)
+    context = {
+        **admin.site.each_context(request),
+        "title": gettext("Sign-in locked"),
+        "failure_limit": get_failure_limit(request, credentials),
+        "minutes": max(1, int(cool_off.total_seconds() // 60)) if cool_off else None,
+    }
+    # Rendered now: the middleware hands this over after the view's own rendering is done.
+    return render(request, "admin/locked_out.html", context, status=429)
+
+
 def _verified(user: Any) -> bool:
     """django-otp's OTPMiddleware puts is_verified() on the request's user."""
     return bool(getattr(user, "is_verified", lambda: False)())

@@ -34,3 +34,36 @@ app.conf.update(
     timezone="UTC",
 )
 app.autodiscover_tasks()
+
+
+def _patch_kombu_restore_unacked() -> None:
+    """kombu's Redis QoS.restore_unacked, run when a consumer channel closes (a broker reconnect,
+    a warm shutdown), builds a new connection pool from a connection already torn down and
+    raises AttributeError ('NoneType' object has no attribute 'hostname'), which can end the
+    worker's main process. The messages it meant to restore stay in Redis's unacked index and
+    come back after the visibility timeout (and the reconciler repairs their rows sooner), so
+    the error is logged and the worker lives on."""
+    import logging
+    from typing import Any
+
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.QoS.restore_unacked
+    if getattr(original, "_sys_patched", False):
+        return
+
+    def restore_unacked(self: Any, client: Any = None) -> Any:
+        try:
+            return original(self, client)
+        except AttributeError as exc:
+            logging.getLogger(__name__).warning(
+                "Unacked messages left for the visibility timeout to restore: %s", exc
+            )
+            self._delivered.clear()
+            return None
+
+    restore_unacked._sys_patched = True  # type: ignore[attr-defined]
+    kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
+
+
+_patch_kombu_restore_unacked()

@@ -101,7 +101,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minim
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_CLIENT_IP_CALLABLE = "config.accounts.client_ip"
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_LOCKOUT_CALLABLE = "config.accounts.lockout_response"
 AXES_VERBOSE = False
 # Every staff account needs a confirmed TOTP device before it can use the admin. Only the local
 # demo (`make run`) turns this off; `check --deploy` warns when it is off.
@@ -145,10 +145,8 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     env_url("REDIS_URL", REDIS_URL, schemes=("redis", "rediss"))
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
-        # Longer than the longest task retry back-off, so acks_late never redelivers early.
-        "visibility_timeout": 2 * 60 * 60,
-    }
+    # visibility_timeout is set below, from the longest task and countdown.
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
     }
@@ -174,18 +172,16 @@ else:
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Workers keep trying to reach a restarted broker instead of exiting after 100 attempts.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # django-celery-beat copies these into its tables at start; staff can add more in the admin.
+# The outbox's dispatcher and reconciler are added below, with their settings.
 CELERY_BEAT_SCHEDULE = {
     # Re-probes, reminders, escalation and closing: the cases whose next action is due.
     "campaign-schedule-sweep": {
         "task": "campaign.schedule_sweep",
         "schedule": 5 * 60,
         "options": {"expires": 4 * 60},
-    },
-    "report-stuck-letters": {
-        "task": "sweeps.report_stuck_letters",
-        "schedule": 24 * 60 * 60,
-        "options": {"expires": 60 * 60},
     },
     "refresh-figures": {
         "task": "reporting.refresh_figures",
@@ -225,6 +221,8 @@ elif MAIL_ESP == "smtp":
     _smtp = env_host_port("MAIL_SMTP_ADDR", "mailcatcher:1025")
     assert _smtp is not None
     EMAIL_HOST, EMAIL_PORT = _smtp
+    # A server that holds its reply must not hold the send task past its time limit.
+    EMAIL_TIMEOUT = env_int("MAIL_SMTP_TIMEOUT", 60, minimum=1)
 elif MAIL_ESP in _ESP_BACKENDS:
     EMAIL_BACKEND, _key_setting = _ESP_BACKENDS[MAIL_ESP]
     if _key_setting:
@@ -275,11 +273,9 @@ REMEDIATION_FORM_WINDOW = env_int("REMEDIATION_FORM_WINDOW", 60 * 60, minimum=1)
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Staff-edited letter templates render under a budget (previews and workers alike): wall time,
 # loop iterations and characters written, so a runaway draft fails instead of burning a CPU.
-# The character cap also bounds the PDF step (WeasyPrint's time grows with the HTML: about a
-# minute for 500,000 characters on a busy two-core machine; a real letter is a few thousand).
 LETTER_RENDER_SECONDS = env_int("LETTER_RENDER_SECONDS", 5, minimum=1)
 LETTER_RENDER_MAX_ITERATIONS = env_int("LETTER_RENDER_MAX_ITERATIONS", 100_000, minimum=100)
-LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 500_000, minimum=10_000)
+LETTER_RENDER_MAX_CHARS = env_int("LETTER_RENDER_MAX_CHARS", 2_000_000, minimum=10_000)
 
 # --- Scanner and canary -------------------------------------------------------------------------
 SCAN_ALLOW_PRIVATE = env_bool("SCAN_ALLOW_PRIVATE", False)
@@ -339,6 +335,58 @@ _greylist_delays = env_list("SCAN_GREYLIST_RETRY_DELAYS", ["300", "1800"])
 if not all(delay.isdigit() for delay in _greylist_delays):
     raise ImproperlyConfigured("SCAN_GREYLIST_RETRY_DELAYS must be seconds, e.g. 300,1800.")
 SCAN_GREYLIST_RETRY_DELAYS = [int(delay) for delay in _greylist_delays]
+# A scan batch's claim lasts this long; longer than the task's hard limit (16 min), so only a
+# dead worker's claim expires. A batch claimed this many times by workers that died fails.
+SCAN_BATCH_LEASE = env_int("SCAN_BATCH_LEASE", 20 * 60, minimum=1)
+SCAN_BATCH_MAX_CLAIMS = env_int("SCAN_BATCH_MAX_CLAIMS", 3, minimum=1)
+# A pending batch whose task has not claimed it this long after it was due is enqueued again.
+SCAN_PENDING_GRACE = env_int("SCAN_PENDING_GRACE", 5 * 60, minimum=1)
+
+# --- The outbox: sending rate, leases and the reconciler ----------------------------------------
+# The database is the source of truth and the broker only a doorbell: a dispatcher hands due
+# letters to workers at the ESP's rate, and a reconciler repairs what a crash left behind.
+LETTER_RATE_PER_MINUTE = env_int("LETTER_RATE_PER_MINUTE", 120, minimum=1)
+LETTER_DISPATCH_INTERVAL = env_int("LETTER_DISPATCH_INTERVAL", 10, minimum=1)
+LETTER_DISPATCH_BATCH = env_int("LETTER_DISPATCH_BATCH", 500, minimum=1)
+# A dispatched letter that no worker claimed within this many seconds is dispatched again.
+LETTER_DISPATCH_LEASE = env_int("LETTER_DISPATCH_LEASE", 5 * 60, minimum=1)
+# A send claim lasts this long: longer than the send task's hard time limit (5 min).
+LETTER_SEND_LEASE = env_int("LETTER_SEND_LEASE", 10 * 60, minimum=1)
+LETTER_MAX_ATTEMPTS = env_int("LETTER_MAX_ATTEMPTS", 8, minimum=1)
+LETTER_RETRY_BACKOFF = env_int("LETTER_RETRY_BACKOFF", 60, minimum=1)  # doubles, capped at 30 min
+RECONCILE_INTERVAL = env_int("RECONCILE_INTERVAL", 60, minimum=1)
+# The send task's hard time limit; its claim's lease must outlast it.
+LETTER_SEND_TIME_LIMIT = env_int("LETTER_SEND_TIME_LIMIT", 5 * 60, minimum=5)
+SCAN_BATCH_TIME_LIMIT = 16 * 60
+if LETTER_SEND_LEASE <= LETTER_SEND_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"LETTER_SEND_LEASE must be longer than the send task's limit ({LETTER_SEND_TIME_LIMIT} s)."
+    )
+if REDIS_URL:
+    # Sized to the longest task or countdown: an unacknowledged message comes back this long
+    # after its worker died. The reconciler usually repairs the row well before.
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env_int(
+        "CELERY_VISIBILITY_TIMEOUT",
+        max(SCAN_BATCH_TIME_LIMIT, LETTER_SEND_TIME_LIMIT, *SCAN_GREYLIST_RETRY_DELAYS) + 5 * 60,
+        minimum=60,
+    )
+CELERY_BEAT_SCHEDULE |= {
+    "dispatch-letters": {
+        "task": "letters.dispatch",
+        "schedule": float(LETTER_DISPATCH_INTERVAL),
+        "options": {"expires": LETTER_DISPATCH_INTERVAL},
+    },
+    "reconcile": {
+        "task": "sweeps.reconcile",
+        "schedule": float(RECONCILE_INTERVAL),
+        "options": {"expires": RECONCILE_INTERVAL},
+    },
+    "reconcile-scans": {
+        "task": "sweeps.reconcile_scans",
+        "schedule": float(RECONCILE_INTERVAL),
+        "options": {"expires": RECONCILE_INTERVAL},
+    },
+}
 
 # --- Web ----------------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"

@@ -4,7 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from reporting.views import results_page
+from letters.views import healthz
+from reporting.public import results_page
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
@@ -12,6 +13,7 @@ urlpatterns = [
     path("anymail/", include("letters.webhooks")),
     path("scanning/", include("scanning.urls")),
     path("r/", include("letters.urls")),
+    path("healthz", healthz, name="healthz"),
     path("results/", results_page, name="results"),
     path("api/v1/", include("api.urls")),
 ]

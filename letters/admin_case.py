@@ -6,6 +6,7 @@ the campaign app's CaseAdmin is extended here and registered in its place.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from campaign.admin_base import log_service_action
 from campaign.models import Case, Suppression
 from letters import links, rendering, services
 from letters.models import Letter, LetterKind, RemediationLink
+from scanning.models import Verdict
 
 # Staff-written HTML in a preview: no scripts, no remote loads, nothing but our styles and images.
 PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
@@ -53,6 +55,20 @@ PREVIEW_LABELS: dict[str, Any] = {
     LetterKind.REMINDER: _lazy("Preview the reminder"),
     LetterKind.FIXED: _lazy("Preview the thank-you letter"),
 }
+
+
+# Verdict codes in event notes ("192.0.2.10:25/smtp confirmed-open"), longest first so that
+# likely-open-weak is not read as likely-open.
+VERDICT_WORDS = sorted(
+    ((str(code), str(label).lower()) for code, label in Verdict.choices),
+    key=lambda pair: -len(pair[0]),
+)
+
+
+def readable_note(note: str) -> str:
+    for code, label in VERDICT_WORDS:
+        note = re.sub(rf"(?<![\w-]){re.escape(code)}(?![\w-])", label, note)
+    return note
 
 
 def next_letter_kind(case: Case) -> str:
@@ -136,6 +152,7 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
                 else ""
             ),
             "who": e.actor_label or (e.actor.get_username() if e.actor else "system"),
+            "note": readable_note(e.note),
         }
         for e in events
     ]

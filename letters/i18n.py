@@ -40,6 +40,8 @@ SOURCES: tuple[str, ...] = (
     "config/admin_site.py",
     "templates/admin/base_site.html",
     "templates/admin/staff_language.html",
+    "reporting/templates/reporting/results.html",
+    "reporting/public.py",
 )
 KEYWORDS = {
     "gettext": None,
@@ -131,7 +133,9 @@ def update(languages: Iterable[str] | None = None) -> list[str]:
     done = []
     for language in languages or catalogue_languages():
         catalogue = read(language)
+        created = catalogue.creation_date  # unchanged, so two branches' updates merge cleanly
         catalogue.update(template, no_fuzzy_matching=True)
+        catalogue.creation_date = created
         catalogue.obsolete.clear()
         write(language, catalogue)
         done.append(language)

@@ -81,6 +81,9 @@ class Letter(models.Model):
         BOUNCED = "bounced", "Bounced"
         COMPLAINED = "complained", "Complained"
         FAILED = "failed", "Failed"
+        # Handed to the ESP, then the worker died before recording the answer and no tracking
+        # event settles it: a person decides ("mark sent" or "send again"), nothing guesses.
+        UNKNOWN = "unknown", "Unknown: needs a person"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="letters")
@@ -102,6 +105,21 @@ class Letter(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     status_changed_at = models.DateTimeField(default=timezone.now)
+    # The outbox: the database says what should happen; the broker only rings the bell.
+    not_before = models.DateTimeField(
+        null=True, blank=True, help_text="Not dispatched before (back-off after a temporary error)."
+    )
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last handed to a worker (counts against the send rate)."
+    )
+    claimed_by = models.CharField(max_length=200, blank=True, help_text="Worker task holding it.")
+    lease_until = models.DateTimeField(
+        null=True, blank=True, help_text="The dispatch or send claim expires then."
+    )
+    handed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Given to the ESP; from here a resend could duplicate."
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -110,7 +128,11 @@ class Letter(models.Model):
                 fields=["case", "kind", "recipient_email"], name="letter_once_per_recipient"
             ),
         ]
-        indexes = [models.Index(fields=["status", "status_changed_at"])]
+        indexes = [
+            models.Index(fields=["status", "status_changed_at"]),
+            models.Index(fields=["status", "lease_until"]),
+            models.Index(fields=["dispatched_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.case.reference} {self.kind} → {self.recipient_email or '?'} ({self.status})"
@@ -158,3 +180,13 @@ class RemediationLink(models.Model):
 
     def is_valid(self, at: datetime | None = None) -> bool:
         return self.expires_at > (at or timezone.now())
+
+
+class Heartbeat(models.Model):
+    """When a periodic job last ran: the health check's proof that beat and a worker are alive."""
+
+    name = models.CharField(max_length=50, unique=True)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at:%Y-%m-%d %H:%M:%S}"

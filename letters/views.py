@@ -625,3 +625,21 @@ def owner_page_preview(
     at = content.find(">", content.find("<body")) + 1
     response.content = (content[:at] + note + content[at:]).encode("utf-8")
     return response
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """For healthchecks: 200 when nothing is stuck, else 503, with the health report (numbers
+    and times only). `?live` asks only whether this process reaches its database (the web
+    container's own check: stuck letters are not a reason to restart the web server)."""
+    from django.db import DatabaseError, connection
+
+    from letters.health import health_report
+
+    if "live" in request.GET:
+        try:
+            connection.ensure_connection()
+        except DatabaseError:
+            return JsonResponse({"database": "unreachable"}, status=503)
+        return JsonResponse({"database": "ok"})
+    report = health_report()
+    return JsonResponse(report, status=503 if report["stuck"] else 200)

@@ -1,26 +1,19 @@
-"""The campaign dashboard (the admin's front page) and the public results page."""
+"""The campaign dashboard: the admin's front page."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.contrib import messages
-from django.core.cache import cache
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render
 from django.urls import reverse
-from django.utils import translation
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET
 
 from campaign import selectors as campaign_selectors
 from campaign.models import Case
-from config.security import public_page
 from letters.models import Letter
-from letters.rendering import bcp47
 from reporting import charts, services
 from reporting.models import PartnerFigures
 from reporting.selectors import (
@@ -29,13 +22,10 @@ from reporting.selectors import (
     CURVE_TABLE_DAYS,
     Dashboard,
     dashboard_for,
-    public_results,
 )
 from reporting.tasks import refresh_figures
 from scanning.kinds import KIND_LABELS
 
-RESULTS_CACHE_KEY = "reporting:results:v1"
-RESULTS_CACHE_SECONDS = 300
 CURVE_TICKS = (0, 7, 14, 30, 45, 60, 90)
 
 
@@ -168,54 +158,3 @@ def refresh_view(request: HttpRequest) -> HttpResponse:
         refresh_figures.delay()
         messages.info(request, _("The figures are being recomputed; reload in a minute."))
     return HttpResponseRedirect(reverse("admin:index"))
-
-
-@public_page
-@require_GET
-def results_page(request: HttpRequest) -> HttpResponse:
-    languages = dict(settings.LANGUAGES)
-    wanted = request.GET.get("lang", "")
-    language = wanted if wanted in languages else translation.get_language() or "en"
-    if language not in languages:
-        language = settings.LANGUAGE_CODE
-    data = cache.get(RESULTS_CACHE_KEY)
-    if data is None:
-        if not PartnerFigures.objects.exists():
-            services.figures_refresh()
-        data = public_results()
-        cache.set(RESULTS_CACHE_KEY, data, RESULTS_CACHE_SECONDS)
-    with translation.override(language):
-        months = data["months"]
-        context = {
-            "r": data,
-            "language": language,
-            "lang_attr": bcp47(language),
-            "languages": settings.LANGUAGES,
-            "months_chart": charts.columns(
-                [m["month"] for m in months],
-                [
-                    (_("Servers found"), [m["found"] for m in months]),
-                    (_("Owners notified"), [m["notified"] for m in months]),
-                    (_("Verified fixed"), [m["fixed"] for m in months]),
-                ],
-                title=_("Servers found, owners notified and servers fixed, by month"),
-            ),
-            "countries_chart": charts.hbars(
-                sorted(
-                    (
-                        (c["name"], round(100 * c["share_fixed"], 1))
-                        for c in data["countries"]
-                        if c["share_fixed"] is not None
-                    ),
-                    key=lambda row: (-row[1], row[0]),
-                ),
-                title=_("Share of notified owners who fixed their server, by country"),
-                percent=True,
-                colour=charts.PALETTE[1],
-            ),
-        }
-        response = render(request, "reporting/results.html", context)
-    # Aggregates only, the same for everyone: shared caches may keep them for a while.
-    response["Cache-Control"] = f"public, max-age={RESULTS_CACHE_SECONDS}"
-    response["Content-Language"] = language
-    return response

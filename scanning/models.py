@@ -163,9 +163,16 @@ class ScanBatch(models.Model):
     not_before = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A claim by a worker that died expires; the reconciler or a redelivered task takes it over.
+    claimed_by = models.CharField(max_length=200, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    claims = models.PositiveSmallIntegerField(default=0, help_text="Times a worker took it.")
 
     class Meta:
-        indexes = [models.Index(fields=["scan_run", "status"])]
+        indexes = [
+            models.Index(fields=["scan_run", "status"]),
+            models.Index(fields=["status", "lease_until"]),
+        ]
         verbose_name_plural = "scan batches"
 
     def __str__(self) -> str:

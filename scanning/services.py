@@ -7,11 +7,13 @@ import dataclasses
 import functools
 import ipaddress
 import logging
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from scanning.models import Exclusion, Finding, Protocol, ScanBatch, ScanRun, Target
@@ -80,13 +82,30 @@ def scan_run_start(
     return run
 
 
-def scan_batch_probe(*, batch_id: int) -> None:
-    """Probe one batch and store its findings. Claims the batch first; a second call is a no-op."""
-    now = timezone.now()
-    claimed = ScanBatch.objects.filter(id=batch_id, status=ScanBatch.Status.PENDING).update(
-        status=ScanBatch.Status.RUNNING
+def _claim_batch(batch_id: int, claim: str, now: datetime) -> bool:
+    """PENDING -> RUNNING under a lease; also takes over a claim whose lease expired (its worker
+    died) and this task's own claim when the broker redelivers it after a crash."""
+    S = ScanBatch.Status
+    takeover = Q(status=S.RUNNING) & (Q(lease_until__lt=now) | Q(claimed_by=claim))
+    return bool(
+        ScanBatch.objects.filter(
+            Q(status=S.PENDING) | takeover,
+            id=batch_id,
+            claims__lt=settings.SCAN_BATCH_MAX_CLAIMS,
+        ).update(
+            status=S.RUNNING,
+            claimed_by=claim,
+            lease_until=now + timedelta(seconds=settings.SCAN_BATCH_LEASE),
+            claims=F("claims") + 1,
+        )
     )
-    if not claimed:
+
+
+def scan_batch_probe(*, batch_id: int, claim: str = "") -> None:
+    """Probe one batch and store its findings. Claims the batch first; a second call is a no-op
+    while the first one's claim is alive."""
+    now = timezone.now()
+    if not _claim_batch(batch_id, claim or f"direct:{uuid.uuid4().hex}", now):
         return
     batch = ScanBatch.objects.select_related("scan_run").get(id=batch_id)
     ScanRun.objects.filter(pk=batch.scan_run_id, started_at__isnull=True).update(
@@ -234,10 +253,14 @@ def _finish_batch(
     refusals: list[dict[str, str]] | None = None,
 ) -> None:
     with transaction.atomic():
+        # Only the claim's holder records: a worker whose claim was taken over (it looked dead)
+        # keeps nothing, so a batch's findings are stored once.
+        if not ScanBatch.objects.filter(
+            pk=batch.pk, status=ScanBatch.Status.RUNNING, claimed_by=batch.claimed_by
+        ).update(status=status, error=error, finished_at=timezone.now(), lease_until=None):
+            logger.warning("%s: claim lost to another worker; results dropped", batch)
+            return
         stored = Finding.objects.bulk_create(findings)
-        ScanBatch.objects.filter(pk=batch.pk).update(
-            status=status, error=error, finished_at=timezone.now()
-        )
         run = ScanRun.objects.select_for_update().get(pk=batch.scan_run_id)
         counts = dict(run.verdict_counts)
         if status == ScanBatch.Status.DONE:
@@ -292,6 +315,124 @@ def _schedule_retry(batch: ScanBatch, tokens: dict[int, str], delay: int) -> Non
         )
         # The same token again: a greylister keys on sender and recipient, which carry it.
         transaction.on_commit(lambda: probe_batch_task.apply_async((retry.pk,), countdown=delay))
+
+
+@dataclasses.dataclass
+class BatchReconcileReport:
+    requeued: int = 0  # running, claim expired: handed to a worker again
+    failed: int = 0  # claimed too often by workers that died
+    reenqueued: int = 0  # pending, its task lost with the broker
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def scan_batches_reconcile(
+    *, now: datetime | None = None, broker_waiting: int | None = None
+) -> BatchReconcileReport:
+    """Scan batches whose row says a worker should be on them but none is. `broker_waiting` is
+    how many messages wait in the scans queue (None: unknown); pending batches are enqueued again
+    only when none wait, since a full queue explains a batch not yet claimed."""
+    from scanning.tasks import probe_batch_task
+
+    now = now or timezone.now()
+    report = BatchReconcileReport()
+    S = ScanBatch.Status
+    grace = timedelta(seconds=settings.SCAN_PENDING_GRACE)
+    expired = ScanBatch.objects.filter(status=S.RUNNING, lease_until__lt=now)
+    for batch in expired.filter(claims__gte=settings.SCAN_BATCH_MAX_CLAIMS).select_related(
+        "scan_run"
+    ):
+        token = f"reconciler:{uuid.uuid4().hex}"
+        if ScanBatch.objects.filter(pk=batch.pk, status=S.RUNNING, lease_until__lt=now).update(
+            claimed_by=token
+        ):
+            batch.claimed_by = token
+            _finish_batch(
+                batch,
+                S.FAILED,
+                findings=[],
+                refused=batch.target_ids,
+                error=f"its workers stopped {batch.claims} times; not probed again",
+            )
+            report.failed += 1
+    requeue = list(
+        expired.filter(claims__lt=settings.SCAN_BATCH_MAX_CLAIMS).values_list("id", flat=True)
+    )
+    report.requeued = ScanBatch.objects.filter(
+        id__in=requeue, status=S.RUNNING, lease_until__lt=now
+    ).update(status=S.PENDING, claimed_by="", lease_until=now + grace)
+    lost: list[int] = []
+    if broker_waiting == 0:
+        lost = list(
+            ScanBatch.objects.filter(status=S.PENDING, created_at__lt=now - grace)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lt=now - grace))
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+            .exclude(id__in=requeue)
+            .values_list("id", flat=True)
+        )
+        report.reenqueued = ScanBatch.objects.filter(id__in=lost).update(lease_until=now + grace)
+    for batch_id in [*requeue, *lost]:
+        probe_batch_task.delay(batch_id)
+    if report.requeued or report.failed or report.reenqueued:
+        logger.warning("Scan batches reconciled: %s", report.as_dict())
+    return report
+
+
+def scan_runs_needing_attention(*, now: datetime | None = None) -> QuerySet[ScanRun]:
+    """Runs with a batch whose claim expired, or a batch due for longer than the grace with no
+    worker on it: the reconciler repairs them; if they stay, a person looks."""
+    now = now or timezone.now()
+    S = ScanBatch.Status
+    grace = now - timedelta(seconds=settings.SCAN_PENDING_GRACE)
+    stale = ScanBatch.objects.filter(
+        Q(status=S.RUNNING, lease_until__lt=now)
+        | (
+            Q(status=S.PENDING, created_at__lt=grace)
+            & (Q(not_before__isnull=True) | Q(not_before__lt=grace))
+            & (Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        )
+    )
+    return ScanRun.objects.filter(pk__in=stale.values("scan_run_id"))
+
+
+def scan_run_requeue_stale(*, run: ScanRun) -> int:
+    """Hand a run's stale batches to workers again (a person's nudge; the reconciler does the
+    same on its own). A batch still claimed by a live worker is left alone."""
+    from scanning.tasks import probe_batch_task
+
+    now = timezone.now()
+    S = ScanBatch.Status
+    grace = timedelta(seconds=settings.SCAN_PENDING_GRACE)
+    batches = run.batches.filter(
+        Q(status=S.RUNNING, lease_until__lt=now, claims__lt=settings.SCAN_BATCH_MAX_CLAIMS)
+        | (
+            Q(status=S.PENDING)
+            & (Q(not_before__isnull=True) | Q(not_before__lte=now))
+            & (Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        )
+    )
+    ids = list(batches.values_list("id", flat=True))
+    ScanBatch.objects.filter(id__in=ids).update(
+        status=S.PENDING, claimed_by="", lease_until=now + grace
+    )
+    transaction.on_commit(lambda: [probe_batch_task.delay(batch_id) for batch_id in ids])
+    return len(ids)
+
+
+def scan_batches_stale(*, now: datetime | None = None) -> dict[str, object]:
+    """Running batches past their lease, and the oldest batch still waiting: for health."""
+    now = now or timezone.now()
+    S = ScanBatch.Status
+    stale = ScanBatch.objects.filter(status=S.RUNNING, lease_until__lt=now)
+    oldest = (
+        ScanBatch.objects.filter(status=S.PENDING)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return {"stale_running": stale.count(), "oldest_pending": oldest}
 
 
 def scan_limits() -> Limits:

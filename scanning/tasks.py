@@ -1,15 +1,36 @@
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
+from django.db import InterfaceError, OperationalError
 
 
 # The soft limit is well above one batch's bounded exchanges (docs/probes.md: 30 s each,
 # confirmation waits separate), so only a wedged batch is cut off; it is then marked failed.
-@shared_task(name="scanning.probe_batch", soft_time_limit=15 * 60, time_limit=16 * 60)
-def probe_batch(batch_id: int) -> None:
+# A database error (the claim included) retries with back-off; a lost retry is repaired by the
+# reconciler, which finds the batch pending or its claim expired.
+@shared_task(
+    bind=True,
+    name="scanning.probe_batch",
+    soft_time_limit=15 * 60,
+    time_limit=16 * 60,  # settings.SCAN_BATCH_TIME_LIMIT; the batch lease is longer
+    autoretry_for=(OperationalError, InterfaceError),
+    max_retries=10,
+    retry_backoff=2,
+    retry_backoff_max=5 * 60,
+)
+def probe_batch(self: Task, batch_id: int) -> None:
     from scanning import services  # services imports this module
 
-    services.scan_batch_probe(batch_id=batch_id)
+    services.scan_batch_probe(batch_id=batch_id, claim=self.request.id or "")
 
 
 probe_batch_task = probe_batch
+
+
+@shared_task(name="sweeps.reconcile_scans")
+def reconcile_scans() -> dict[str, int]:
+    from config.broker import queue_depths
+    from scanning import services
+
+    waiting = queue_depths().get("scans")
+    return services.scan_batches_reconcile(broker_waiting=waiting).as_dict()

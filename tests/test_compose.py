@@ -106,3 +106,51 @@ def test_each_task_is_routed_to_exactly_one_queue() -> None:
             == (route["queue"].exchange.name, route["queue"].routing_key)
         ]
         assert receivers == [expected], f"{task} would land in {receivers}"
+
+
+def test_it_keeps_the_queue_across_a_redis_restart() -> None:
+    redis = compose()["services"]["redis"]
+    assert "--appendonly yes" in redis["command"]
+    assert any(volume.endswith(":/data") for volume in redis["volumes"])
+    assert redis["healthcheck"]["test"]
+
+
+def test_workers_and_beat_restart_and_have_healthchecks() -> None:
+    services = compose()["services"]
+    for name in ("worker-scans", "worker-letters", "beat"):
+        assert services[name]["restart"] in ("always", "unless-stopped"), name
+        assert services[name]["healthcheck"]["test"], name
+    beat_check = services["beat"]["healthcheck"]["test"]
+    assert beat_check[1:5] == ["python", "manage.py", "health", "--check"]
+
+
+def test_the_visibility_timeout_covers_the_longest_task_and_countdown() -> None:
+    from django.conf import settings
+
+    from letters.tasks import send_letter
+    from scanning.tasks import probe_batch
+
+    timeout = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout")
+    if timeout is None:  # no Redis configured here: computed the same way when there is
+        return
+    longest = max(
+        probe_batch.time_limit, send_letter.time_limit, *settings.SCAN_GREYLIST_RETRY_DELAYS
+    )
+    assert longest < timeout <= longest + 15 * 60  # not two hours of silence
+
+
+def test_the_outbox_tasks_are_routed_and_scheduled() -> None:
+    from django.conf import settings
+
+    from config.celery import app
+
+    router = app.amqp.router
+    for task, expected in (
+        ("letters.dispatch", "letters"),
+        ("sweeps.reconcile", "default"),
+        ("sweeps.reconcile_scans", "default"),
+    ):
+        assert router.route({}, task)["queue"].name == expected, task
+        assert task in app.tasks, task
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert {"letters.dispatch", "sweeps.reconcile", "sweeps.reconcile_scans"} <= scheduled

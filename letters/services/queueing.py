@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -13,7 +15,7 @@ from campaign.models import Case, CaseEvent, Contact, Partner, Suppression
 from campaign.services import case_record_event, owner_is_suppressed
 from letters import rendering
 from letters.models import Letter, LetterKind
-from letters.tasks import send_letter_task
+from letters.tasks import dispatch_letters_task
 
 STUCK_AFTER = timedelta(hours=6)
 
@@ -41,7 +43,21 @@ QUEUEABLE = {
 
 def email_is_suppressed(email: str, *, partner: Partner) -> bool:
     """Whether `partner`'s letters must not go to this address (its own or a global one)."""
+    # A blank address would match every owner-level suppression (whose email is blank).
+    if not email.strip():
+        return False
     return Suppression.objects.active().affecting(partner).filter(email__iexact=email).exists()
+
+
+def address_problem(email: str) -> str | None:
+    """Why a contact address cannot be written to, or None."""
+    if not email.strip():
+        return "the address is empty"
+    try:
+        validate_email(email)
+    except ValidationError:
+        return f"“{email}” is not a valid e-mail address"
+    return None
 
 
 def letter_next_contact(case: Case, *, kind: str = LetterKind.INITIAL) -> Contact | None:
@@ -64,12 +80,15 @@ def letter_next_contact(case: Case, *, kind: str = LetterKind.INITIAL) -> Contac
         kind=Contact.Kind.PARTNER
     )
     for contact in contacts.order_by("position"):
+        if address_problem(contact.email):
+            continue
         if contact.email.lower() not in used and contact.email.lower() not in suppressed:
             return contact
     return None
 
 
-IN_FLIGHT = (Letter.Status.QUEUED, Letter.Status.SENDING)
+# UNKNOWN may have gone out: nothing new of that kind until a person settles it.
+IN_FLIGHT = (Letter.Status.QUEUED, Letter.Status.SENDING, Letter.Status.UNKNOWN)
 LIVE = (*IN_FLIGHT, Letter.Status.SENT, Letter.Status.DELIVERED)
 
 
@@ -96,6 +115,15 @@ def letter_queue_refusal(
     if rendering.approved_template(case.partner, kind=kind, language=case.language) is None:
         return f"no approved {kind} template in “{case.language}” for {case.partner.country}"
     if letter_next_contact(case, kind=kind) is None:
+        bad = [
+            problem
+            for email in case.server_owner.contacts.filter(bounced_at__isnull=True)
+            .exclude(kind=Contact.Kind.PARTNER)
+            .values_list("email", flat=True)
+            if (problem := address_problem(email))
+        ]
+        if bad:
+            return "no usable contact left (" + "; ".join(bad) + ")"
         return "no usable contact left (all bounced, suppressed or already written to)"
     return None
 
@@ -148,7 +176,9 @@ def letter_queue(
         note=note or f"{letter.get_kind_display()} to {contact.email} ({contact.kind}).",
         data={"letter": str(letter.public_id), "template_version": template.version},
     )
-    send_letter_task.delay_on_commit(letter.id)  # the worker must find a committed row
+    # The row is the outbox; the dispatcher sends it at the ESP's rate (the worker must find a
+    # committed row, hence on commit).
+    dispatch_letters_task.delay_on_commit()
     return letter
 
 
@@ -158,7 +188,14 @@ def letter_retry(*, letter: Letter, actor: AbstractBaseUser | None = None) -> bo
     if _superseded(letter):
         return False
     moved = Letter.objects.filter(pk=letter.pk, status=Letter.Status.FAILED).update(
-        status=Letter.Status.QUEUED, status_changed_at=timezone.now(), error=""
+        status=Letter.Status.QUEUED,
+        status_changed_at=timezone.now(),
+        error="",
+        not_before=None,
+        lease_until=None,
+        claimed_by="",
+        handed_at=None,
+        attempts=0,
     )
     if moved:
         case_record_event(
@@ -168,5 +205,5 @@ def letter_retry(*, letter: Letter, actor: AbstractBaseUser | None = None) -> bo
             note=f"Retry of the failed letter to {letter.recipient_email}.",
             data={"letter": str(letter.public_id)},
         )
-        send_letter_task.delay_on_commit(letter.pk)
+        dispatch_letters_task.delay_on_commit()
     return bool(moved)

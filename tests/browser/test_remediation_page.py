@@ -19,7 +19,6 @@ from django.utils import timezone
 
 from campaign import services as campaign_services
 from campaign.models import Attribution, Campaign, Case, CaseEvent, Contact, Partner, ServerOwner
-from fakes.smtp_traps import run_trap
 from letters import guides
 from letters.links import remediation_link_issue
 from letters.models import Letter, LetterKind
@@ -29,6 +28,7 @@ from scanning.models import Finding, ScanRun, Target
 from scanning.signals import finding_recorded
 from tests.letters.helpers import PageText, approved_template
 from tests.peers.servers import require_peer, start_peer
+from tests.traps.smtp_traps import run_trap
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 CLOSED = "Closed: your server refused our test. Thank you for fixing it."
@@ -161,6 +161,7 @@ def test_check_again_against_a_real_postfix_fixed_in_the_meantime(  # type: igno
         table = page.locator("table.findings").inner_text()
         assert "127.0.72.1" in table and "25" in table
         assert first("Open mail relay (SMTP)") in table
+        page.locator("details.evidence-box summary").click()  # the owner opens the evidence
         assert "ESMTP Postfix" in page.locator("pre.evidence").inner_text()
         assert guides.guide_for("smtp_relay", "Postfix", langs[0]).title in page.content()
         page.screenshot(path=str(screenshot_dir / f"remediation-{langs[0]}.png"), full_page=True)

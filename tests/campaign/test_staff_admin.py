@@ -194,3 +194,38 @@ class CampaignModelNamesTestCase(BaseTestCase):
         self.assertIn("scan batches", plurals)
         self.assertFalse([p for p in plurals if str(p).endswith(("chs", "xs", "ys"))], plurals)
         self.assertEqual(Campaign._meta.verbose_name_plural, "campaigns")
+
+
+class MenusByRoleTestCase(BaseTestCase):
+    def menu(self, user) -> set[str]:  # type: ignore[no-untyped-def]
+        self.client.force_login(user)
+        response = self.client.get("/admin/campaign/case/")
+        return {
+            str(model["name"])
+            for app in response.context["available_apps"]
+            for model in app["models"]
+        }
+
+    def test_partner_staff_see_what_they_use(self) -> None:
+        Membership.objects.filter(user=self.alpha_staff).update(role=Membership.Role.VIEWER)
+        menu = self.menu(self.alpha_staff)
+        self.assertIn("Cases", menu)
+        for hidden in (
+            "Case events",
+            "Remediation links",
+            "Delivery events",
+            "Attribution jobs",
+            "Import batches",
+            "Periodic tasks",
+            "Case number sequences",
+        ):
+            self.assertNotIn(hidden, menu)
+        # Out of the menu, not out of reach: the case page links its records.
+        event = self.alpha_case.events.first()
+        page = self.client.get(f"/admin/campaign/caseevent/{event.pk}/change/")
+        self.assertEqual(page.status_code, 200)
+
+    def test_caseworkers_see_attribution_jobs_and_the_lead_sees_the_records(self) -> None:
+        self.assertIn("Attribution jobs", self.menu(self.alpha_staff))
+        lead = self.menu(self.lead_staff)
+        self.assertTrue({"Case events", "Remediation links", "Delivery events"} <= lead)

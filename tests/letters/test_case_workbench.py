@@ -165,6 +165,7 @@ class CaseWorkbenchTestCase(BaseTestCase):
         html = self.page().content.decode()
         timeline = html[html.index('id="wb-timeline"') :]
         self.assertIn("New → Ready", timeline)
+        self.assertIn("192.0.2.10:25/smtp confirmed open", timeline)  # the note, in words
         self.assertNotIn(">new<", timeline)
         self.assertNotIn('class="original"', html)  # the inline's tiny per-row heading
 

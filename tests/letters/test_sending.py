@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import smtplib
 import threading
+from datetime import timedelta
 from unittest import mock
 
 import pytest
@@ -13,9 +15,9 @@ from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
 from django.core import mail
 from django.db import connection
 from django.test import TransactionTestCase
+from django.utils import timezone
 
 from campaign.models import Case, CaseEvent, Contact, Suppression
-from config.celery import app as celery_app
 from letters import links, services
 from letters.models import Letter, RemediationLink
 from letters.tasks import send_letter
@@ -188,29 +190,53 @@ class QueueTestCase(BaseTestCase):
             [m.to for m in mail.outbox], [["abuse@alpha.example"], ["noc@alpha.example"]]
         )
 
-    def test_a_transient_error_requeues_and_the_task_retries(self) -> None:
+    def test_it_requeues_a_transient_error_with_a_backoff_and_sends_when_due(self) -> None:
         with self.captureOnCommitCallbacks(execute=False):
             letter = services.letter_queue(case=self.alpha_case, fresh=True)
-        propagates = celery_app.conf.task_eager_propagates
-        celery_app.conf.task_eager_propagates = False  # else an eager retry raises Retry
-        self.addCleanup(setattr, celery_app.conf, "task_eager_propagates", propagates)
         with flaky_post(api_error(503), api_error(429)):
-            # apply() runs Celery's own retries in-process (countdowns skipped): 3 attempts
-            result = send_letter.apply(args=[letter.id])
-        self.assertTrue(result.successful(), result.traceback)
+            send_letter(letter.id)
+            letter.refresh_from_db()
+            # Back in the outbox, not in the broker: nothing waits out a countdown in Redis.
+            self.assertEqual(letter.status, Letter.Status.QUEUED)
+            self.assertEqual(letter.attempts, 1)
+            self.assertIsNotNone(letter.not_before)
+            self.assertIn("503", letter.error)
+            self.assertEqual(services.letters_dispatch().dispatched, 0)  # not due yet
+            self.wait_out_the_backoff(letter)
+            with self.captureOnCommitCallbacks(execute=True):
+                self.assertEqual(services.letters_dispatch().dispatched, 1)
+            letter.refresh_from_db()
+            self.assertEqual((letter.status, letter.attempts), (Letter.Status.QUEUED, 2))
+            self.wait_out_the_backoff(letter)
+            with self.captureOnCommitCallbacks(execute=True):
+                services.letters_dispatch()
         letter.refresh_from_db()
         self.assertEqual(letter.status, Letter.Status.SENT)
         self.assertEqual(len(mail.outbox), 1)
         self.assertEqual(RemediationLink.objects.filter(letter=letter).count(), 1)
-        self.assertEqual(send_letter.autoretry_for, (services.TransientSendError,))
-        self.assertTrue(send_letter.retry_backoff)
 
-    def test_a_network_error_is_transient(self) -> None:
+    def wait_out_the_backoff(self, letter: Letter) -> None:
+        Letter.objects.filter(pk=letter.pk).update(
+            not_before=timezone.now() - timedelta(seconds=1),
+            dispatched_at=timezone.now() - timedelta(minutes=5),  # out of the rate window
+        )
+
+    def test_it_tells_errors_that_surely_did_not_send_from_ones_that_may_have(self) -> None:
         error = AnymailAPIError("connection reset")  # no status: the request never completed
         self.assertTrue(services._is_transient(error))
-        self.assertTrue(services._is_transient(ConnectionResetError()))
         self.assertFalse(services._is_transient(api_error(400)))
         self.assertFalse(services._is_transient(AnymailRecipientsRefused()))
+        # A reset or a timeout after connecting may come after the ESP accepted the message.
+        self.assertEqual(services.send_error_kind(ConnectionResetError()), "ambiguous")
+        self.assertEqual(services.send_error_kind(TimeoutError()), "ambiguous")
+        self.assertEqual(services.send_error_kind(ConnectionRefusedError()), "transient")
+        greylisted = smtplib.SMTPRecipientsRefused({"a@x.example": (451, b"4.7.1 try later")})
+        self.assertEqual(services.send_error_kind(greylisted), "transient")
+        gone = smtplib.SMTPRecipientsRefused({"a@x.example": (550, b"5.1.1 no such user")})
+        self.assertEqual(services.send_error_kind(gone), "permanent")
+        busy = smtplib.SMTPSenderRefused(421, b"4.3.2 busy", "advisory@localhost")
+        self.assertEqual(services.send_error_kind(busy), "transient")
+        self.assertEqual(services.send_error_kind(smtplib.SMTPDataError(554, b"no")), "permanent")
 
     def test_a_transient_error_on_the_last_attempt_fails_the_letter(self) -> None:
         with self.captureOnCommitCallbacks(execute=False):
@@ -221,13 +247,25 @@ class QueueTestCase(BaseTestCase):
         self.assertEqual(letter.status, Letter.Status.FAILED)
         self.assertIn("503", letter.error)
 
+    def test_it_fails_a_letter_after_the_last_allowed_attempt(self) -> None:
+        with self.captureOnCommitCallbacks(execute=False):
+            letter = services.letter_queue(case=self.alpha_case, fresh=True)
+        Letter.objects.filter(pk=letter.pk).update(attempts=7)  # LETTER_MAX_ATTEMPTS is 8
+        with flaky_post(api_error(502)):
+            services.letter_send(letter_id=letter.id)
+        letter.refresh_from_db()
+        self.assertEqual(letter.status, Letter.Status.FAILED)
+        self.assertEqual(len(mail.outbox), 0)
+
     def test_a_transient_error_leaves_the_letter_queued_not_sending(self) -> None:
         with self.captureOnCommitCallbacks(execute=False):
             letter = services.letter_queue(case=self.alpha_case, fresh=True)
-        with flaky_post(api_error(502)), self.assertRaises(services.TransientSendError):
+        with flaky_post(api_error(502)):
             services.letter_send(letter_id=letter.id)
         letter.refresh_from_db()
         self.assertEqual(letter.status, Letter.Status.QUEUED)
+        self.assertIsNone(letter.handed_at)
+        self.assertEqual(letter.claimed_by, "")
 
     def test_refused_recipients_fail_the_letter_visibly(self) -> None:
         for error in (AnymailRecipientsRefused("refused"), api_error(422)):
@@ -278,7 +316,7 @@ class ConcurrentSendTestCase(TransactionTestCase):
 
     def test_two_workers_racing_send_once(self) -> None:
         with mock.patch(
-            "letters.services.queueing.send_letter_task"
+            "letters.services.queueing.dispatch_letters_task"
         ):  # the threads below are the workers
             letter = services.letter_queue(case=self.alpha_case, fresh=True)
         barrier = threading.Barrier(2)

@@ -37,7 +37,7 @@ class ResultsPageTestCase(BaseTestCase):
         self.assertEqual((rows["US"]["found"], rows["US"]["notified"]), (1, 0))
         self.assertContains(
             r,
-            '<th scope="row">Alphaland</th><td class="n">4</td><td class="n">3</td>'
+            '<th scope="row">United Kingdom</th><td class="n">4</td><td class="n">3</td>'
             '<td class="n">66.7 %</td>',
             html=False,
         )
@@ -90,6 +90,16 @@ class ResultsPageTestCase(BaseTestCase):
         self.assertContains(r, '<option value="pt-br">')
         r = self.client.get("/results/", {"lang": "xx"})
         self.assertContains(r, '<html lang="en">')
+
+    def test_it_is_translated_country_names_and_numbers_included(self) -> None:
+        r = self.client.get("/results/", {"lang": "de"})
+        self.assertContains(r, "<h2>Nach Land</h2>")
+        self.assertContains(r, '<th scope="row">Vereinigtes Königreich</th>')
+        self.assertContains(r, "66,7 %")  # German decimals
+        self.assertContains(r, "Die Summe enthält 1 Server, dessen Betreiber noch ermittelt wird.")
+        r = self.client.get("/results/", {"lang": "ja"})
+        self.assertContains(r, "イギリス")
+        self.assertContains(r, "国別")
 
     def test_it_answers_before_any_figures_were_computed(self) -> None:
         from reporting.models import PartnerFigures

@@ -6,12 +6,12 @@ from __future__ import annotations
 from django.test import override_settings
 from django.utils import timezone
 
-from fakes import proxy_traps
-from fakes.smtp_traps import run_trap
 from scanning import services
 from scanning.models import Exclusion, Finding, ScanBatch, ScanRun, Target
 from scanning.tasks import probe_batch
 from tests.base import BaseTestCase
+from tests.traps import proxy_traps
+from tests.traps.smtp_traps import run_trap
 
 FAST = {
     "SCAN_ALLOW_PRIVATE": True,
@@ -95,6 +95,10 @@ class ScanRunTestCase(BaseTestCase):
         self.assertFalse(Finding.objects.filter(scan_run=run).exists())
         self.assertEqual(run.verdict_counts, {"refused": 1})
         self.assertEqual(run.status, ScanRun.Status.FINISHED)
+        # The run says which target and why, for the scan run's page.
+        self.assertEqual(len(run.refusals), 1)
+        self.assertEqual(run.refusals[0]["target"], f"127.0.81.20:{run.targets.get().port}")
+        self.assertIn("loopback", run.refusals[0]["reason"])
 
     def test_a_batch_whose_self_check_fails_is_void(self) -> None:
         with (

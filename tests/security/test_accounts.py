@@ -51,7 +51,7 @@ class LockoutTestCase(AccountsTestCase):
             self.sign_in("alpha", f"guess-{attempt}", REMOTE_ADDR=f"192.0.2.{attempt + 1}")
         response = self.sign_in("alpha", REMOTE_ADDR="192.0.2.99")  # the right one, too late
         self.assertEqual(response.status_code, 429)
-        self.assertContains(response, "locked", status_code=429)
+        self.assertContains(response, "Try again in 15 minutes", status_code=429)
         self.assertFalse(self.signed_in())
         # Another account is not locked by Alpha's attacker (a different address).
         self.sign_in("lead", REMOTE_ADDR="198.51.100.7")

@@ -26,7 +26,7 @@ def plan_open_cases(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaign', '0007_admin_search_indexes'),
+        ('campaign', '0008_partner_sending_window'),
         ('scanning', '0002_scan_batches'),
     ]
 
