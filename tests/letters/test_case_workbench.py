@@ -122,7 +122,9 @@ class CaseWorkbenchTestCase(BaseTestCase):
         self.assertNotContains(response, 'value="queue_advisory_letter"')
         self.assertContains(response, 'value="resend_to_next_contact"')
         self.assertContains(response, "Preview the reminder")
-        Case.objects.filter(pk=self.alpha_case.pk).update(status=Case.Status.NEEDS_REVIEW)
+        Case.objects.filter(pk=self.alpha_case.pk).update(
+            status=Case.Status.NEEDS_REVIEW, review_reason="Weak evidence only."
+        )
         self.assertContains(self.page(), 'value="mark_ready"')
         beta_template = self.beta_case.partner.letter_templates.filter(status="approved")
         self.assertFalse(beta_template.exists())
