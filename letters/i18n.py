@@ -40,6 +40,9 @@ SOURCES: tuple[str, ...] = (
     "config/admin_site.py",
     "templates/admin/base_site.html",
     "templates/admin/staff_language.html",
+    "templates/admin/mfa_*.html",
+    "templates/admin/locked_out.html",
+    "config/accounts.py",
     "reporting/templates/reporting/results.html",
     "reporting/public.py",
 )

@@ -69,8 +69,11 @@ def text_lines(handle: IO[bytes], overlong: set[int] | None = None) -> Iterator[
         yield raw.decode("utf-8", "surrogateescape")
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 def _undecodable(values: list[str]) -> bool:
-    return any(any("\udc80" <= ch <= "\udcff" for ch in v) for v in values)
+    return any(_SURROGATE.search(v) for v in values)
 
 
 def _dialect(header_line: str) -> str:

@@ -166,3 +166,22 @@ def test_after_an_opt_out_the_page_offers_no_check_and_no_reminder(  # type: ign
         page.screenshot(path=str(screenshot_dir / "owner-page-opted-out-phone.png"), full_page=True)
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("language", ["de", "el", "pl"])
+def test_long_words_fit_a_phone_in_every_alphabet(  # type: ignore[no-untyped-def]
+    browser, live_server, screenshot_dir, language
+) -> None:
+    case, token = owner_case(language, [language])
+    context, page = open_page(browser, live_server, token, "phone")
+    try:
+        for summary in page.locator("details summary").all():
+            summary.click()  # everything unfolded: the widest the page gets
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        button = page.locator("#check-button").bounding_box()
+        assert button is not None and button["y"] + button["height"] <= 844
+        page.screenshot(
+            path=str(screenshot_dir / f"owner-page-{language}-phone-open.png"), full_page=True
+        )
+    finally:
+        context.close()

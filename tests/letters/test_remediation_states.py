@@ -104,6 +104,17 @@ class StatesTestCase(StateTestCase):
         self.assert_state(page, status="new", check=True, reminder=False)
         self.assertIn("We will tell you the result on this page.", page)
 
+    def test_ready(self) -> None:
+        self.set_status(Case.Status.READY)
+        page = self.page()
+        self.assert_state(page, status="ready", check=True, reminder=False)
+
+    def test_notified_without_a_deadline_says_a_reminder_may_come(self) -> None:
+        self.set_status(Case.Status.NOTIFIED, next_action_at=None)
+        page = self.page()
+        self.assert_state(page, status="notified", check=True, reminder=False)
+        self.assertIn("may send you a reminder while the server is still open", page)
+
     def test_notified_with_a_deadline_names_the_date_of_the_reminder(self) -> None:
         when = DAY + timedelta(days=14)
         self.set_status(Case.Status.NOTIFIED, next_action_at=when, next_action="reminder")
