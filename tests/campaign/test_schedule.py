@@ -358,3 +358,32 @@ def test_a_review_never_goes_without_a_reason(world) -> None:
     case.refresh_from_db()
     assert case.review_reason == "Sent to review by alpha."
     assert case.attention == Attention.REVIEW
+
+
+def test_a_case_open_again_after_a_fix_is_looked_at_once_more(world, fast_scans) -> None:
+    with run_trap("closed", "127.0.86.5") as trap:
+        with at(START):
+            case = send_letter(open_case(world, trap.host, trap.port))
+        with at(START + timedelta(days=7, minutes=5)):
+            tick()  # the first re-probe finds it closed
+        case.refresh_from_db()
+        assert case.status == Case.Status.FIXED
+        with at(START + timedelta(days=10)):
+            # A later campaign scan saw it open again (a restored old configuration, say).
+            again = Finding.objects.create(
+                target=case.findings.earliest("probed_at").target,
+                protocol="smtp",
+                verdict="confirmed-open",
+                evidence_level="strong",
+                probed_at=timezone.now(),
+            )
+            services.case_add_finding(
+                campaign=case.campaign, owner=case.server_owner, finding=again
+            )
+            case.refresh_from_db()
+            assert case.status == Case.Status.NEEDS_REVIEW
+            assert (case.attention, case.next_action) == (Attention.REOPENED, NextAction.REPROBE)
+            tick()  # looked at once more before a person decides: closed after all
+    case.refresh_from_db()
+    assert case.status == Case.Status.FIXED
+    assert any(n.startswith("re-probe: open again after a fix") for n in schedule_events(case))

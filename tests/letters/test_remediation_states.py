@@ -172,7 +172,7 @@ class StatesTestCase(StateTestCase):
         self.assert_state(page, status="unresponsive", check=True, reminder=False)
 
     def test_in_review_promises_nothing_and_threatens_nothing(self) -> None:
-        self.set_status(Case.Status.NEEDS_REVIEW)
+        self.set_status(Case.Status.NEEDS_REVIEW, review_reason="Weak evidence only.")
         page = self.page()
         self.assert_state(page, status="needs_review", check=True, reminder=False)
         self.assertIn("We send nothing more about it until they have.", page)
