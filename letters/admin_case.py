@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
@@ -183,14 +184,18 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
         ),
     ]
     deadline = None
-    if case.next_action_at:
+    due, scheduled = case.next_action_at, True
+    if due is None:
+        due, scheduled = _campaign_deadline(case, letters), False
+    if due is not None:
         deadline = {
-            "at": case.next_action_at,
+            "at": due,
             # The schedule's own plan ("reminder on 28 Dec if still open") when it has one.
             "what": case.next_action_label
-            if case.next_action
+            if scheduled and case.next_action
             else DEADLINES.get(Case.Status(case.status), "next step"),
-            "overdue": case.next_action_at < timezone.now(),
+            "overdue": due < timezone.now(),
+            "scheduled": scheduled,
         }
     return {
         "case": case,
@@ -209,6 +214,22 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
         "may_act": may_act,
         "changelist_url": reverse("admin:campaign_case_changelist"),
     }
+
+
+def _campaign_deadline(case: Case, letters: list[Letter]) -> Any:
+    """With no deadline set on the case: when the campaign's schedule says the next step is
+    due, counted from the first letter sent (reminder after N days, the final deadline after M)."""
+    sent = [
+        letter.sent_at for letter in letters if letter.kind == LetterKind.INITIAL and letter.sent_at
+    ]
+    if not sent:
+        return None
+    days = {
+        Case.Status.NOTIFIED: case.campaign.reminder_after_days,
+        Case.Status.REMINDED: case.campaign.final_deadline_days,
+        Case.Status.ESCALATED: case.campaign.final_deadline_days,
+    }.get(Case.Status(case.status))
+    return min(sent) + timedelta(days=days) if days is not None else None
 
 
 def _next_steps() -> dict[str, str]:

@@ -73,6 +73,16 @@ class CaseWorkbenchTestCase(BaseTestCase):
         response = self.page()
         self.assertContains(response, "a reminder goes out if the server is still open")
 
+    def test_without_a_set_deadline_it_shows_the_campaigns(self) -> None:
+        letter = self.sent_letter()
+        Case.objects.filter(pk=self.alpha_case.pk).update(status=Case.Status.NOTIFIED)
+        self.campaign.reminder_after_days = 10
+        self.campaign.save()
+        response = self.page()
+        due = timezone.localtime(letter.sent_at + timezone.timedelta(days=10))
+        self.assertContains(response, due.strftime("%Y-%m-%dT%H:%M"))
+        self.assertContains(response, "by the campaign's schedule, from the first letter")
+
     def test_the_sent_pdf_opens_through_the_partner_checked_view(self) -> None:
         letter = self.sent_letter()
         response = self.page()
