@@ -140,14 +140,10 @@ class CampaignAdmin(SharedReadOnlyAdmin):
         from scanning.models import Target
 
         for campaign in queryset:
-            ids = list(
-                Target.objects.filter(
-                    Q(findings__cases__campaign=campaign) | Q(import_batches__campaign=campaign)
-                )
-                .distinct()
-                .values_list("id", flat=True)
+            targets = Target.objects.filter(
+                Q(findings__cases__campaign=campaign) | Q(import_batches__campaign=campaign)
             )
-            campaign.scan_runs.add(self.start_scan(request, ids, f"campaign {campaign.slug}"))
+            campaign.scan_runs.add(self.start_scan(request, targets, f"campaign {campaign.slug}"))
 
     # Dates decide when links expire and letters stop; only the lead's approvers move them.
     SCHEDULE_FIELDS = ("starts_on", "ends_on", "is_active")
@@ -970,8 +966,7 @@ class ImportBatchAdmin(LeadOnlyAdmin):
     @admin.action(description="Scan the targets of these imports", permissions=["scan"])
     def scan_batch_targets(self, request: HttpRequest, queryset: QuerySet) -> None:
         for batch in queryset:
-            ids = list(batch.targets.values_list("id", flat=True))
-            self.start_scan(request, ids, f"import {batch.file_name} (#{batch.pk})")
+            self.start_scan(request, batch.targets.all(), f"import {batch.file_name} (#{batch.pk})")
 
 
 class JobHasErrorsFilter(admin.SimpleListFilter):
