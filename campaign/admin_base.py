@@ -134,11 +134,13 @@ class ScopedAdmin(LeadOnlyFieldsMixin, admin.ModelAdmin):
             request.user, Membership.Role.CASEWORKER
         )
 
-    def start_scan(self, request: HttpRequest, target_ids: list[int], label: str) -> ScanRun:
+    def start_scan(self, request: HttpRequest, targets: QuerySet, label: str) -> ScanRun:
         from scanning import services as scanning_services
 
+        # A queryset, read in chunks by the service: a million selected targets never become
+        # a list of a million ids here.
         run = scanning_services.scan_run_start(
-            target_ids=target_ids, label=label, requested_by=cast(User, request.user)
+            targets=targets, label=label, requested_by=cast(User, request.user)
         )
         url = reverse("admin:scanning_scanrun_change", args=[run.pk])
         log_service_action(request, run, f"Started a scan of {run.targets_total} target(s).")

@@ -8,6 +8,7 @@ import functools
 import ipaddress
 import logging
 import uuid
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -50,36 +51,94 @@ def _chunks(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
+# Links and batches are written this many target ids at a time: memory stays flat however many
+# targets a run has, and no statement carries a million parameters.
+RUN_CHUNK = 10_000
+# Probe tasks are sent this many at a time by the dispatch task, which then sends itself for the
+# next ones: starting a run of a million targets does not wait for 20,000 messages.
+DISPATCH_CHUNK = 1_000
+
+
 @transaction.atomic
 def scan_run_start(
     *,
-    target_ids: list[int],
+    target_ids: Iterable[int] | None = None,
+    targets: QuerySet[Target] | None = None,
     label: str,
     requested_by: User | None = None,
     confirm_relays: bool = True,
 ) -> ScanRun:
-    """Create a scan run and queue its batches (on commit: the worker must find the rows)."""
-    from scanning.tasks import probe_batch_task  # tasks import this module
+    """Create a scan run of these targets (ids, or a queryset read in chunks) and its batches;
+    on commit, a dispatch task queues the batches' probe tasks in chunks."""
+    from scanning.tasks import dispatch_scan_run_task  # tasks import this module
 
-    ids = sorted(set(target_ids))
     run = ScanRun.objects.create(
-        label=label[:200],
-        requested_by=requested_by,
-        confirm_relays=confirm_relays,
-        targets_total=len(ids),
+        label=label[:200], requested_by=requested_by, confirm_relays=confirm_relays
     )
-    run.targets.set(ids)
-    batches = ScanBatch.objects.bulk_create(
-        ScanBatch(scan_run=run, target_ids=chunk)
-        for chunk in _chunks(ids, settings.SCAN_BATCH_SIZE)
-    )
-    if not batches:
+    if targets is not None:
+        ids: Iterable[int] = (
+            targets.order_by("pk").values_list("pk", flat=True).distinct().iterator(RUN_CHUNK)
+        )
+    else:
+        ids = sorted(set(target_ids or ()))
+    total = 0
+    for chunk in _id_chunks(ids, RUN_CHUNK):
+        _add_run_chunk(run, chunk)
+        total += len(chunk)
+    ScanRun.objects.filter(pk=run.pk).update(targets_total=total)
+    run.targets_total = total
+    if not total:
         ScanRun.objects.filter(pk=run.pk).update(
             status=ScanRun.Status.FINISHED, finished_at=timezone.now()
         )
-    for batch in batches:
-        probe_batch_task.delay_on_commit(batch.pk)
+        return run
+    dispatch_scan_run_task.delay_on_commit(run.pk)
     return run
+
+
+def _id_chunks(ids: Iterable[int], size: int) -> Iterator[list[int]]:
+    chunk: list[int] = []
+    for target_id in ids:
+        chunk.append(target_id)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _add_run_chunk(run: ScanRun, ids: list[int]) -> None:
+    through = ScanRun.targets.through
+    through.objects.bulk_create(
+        [through(scanrun_id=run.pk, target_id=target_id) for target_id in ids], batch_size=5000
+    )
+    ScanBatch.objects.bulk_create(
+        [
+            ScanBatch(scan_run=run, target_ids=chunk)
+            for chunk in _chunks(ids, settings.SCAN_BATCH_SIZE)
+        ],
+        batch_size=1000,
+    )
+
+
+def scan_run_dispatch(*, run_id: int, after_batch_id: int = 0) -> int:
+    """Queue the probe tasks of up to DISPATCH_CHUNK pending batches after `after_batch_id`,
+    and the next dispatch if there may be more. A batch queued twice (a redelivered dispatch, the
+    reconciler) is probed once: the probe claims its batch first."""
+    from scanning.tasks import dispatch_scan_run_task, probe_batch_task
+
+    batch_ids = list(
+        ScanBatch.objects.filter(
+            scan_run_id=run_id, id__gt=after_batch_id, status=ScanBatch.Status.PENDING
+        )
+        .order_by("id")
+        .values_list("id", flat=True)[:DISPATCH_CHUNK]
+    )
+    for batch_id in batch_ids:
+        probe_batch_task.delay(batch_id)
+    if len(batch_ids) == DISPATCH_CHUNK:
+        dispatch_scan_run_task.delay(run_id, batch_ids[-1])
+    return len(batch_ids)
 
 
 def _claim_batch(batch_id: int, claim: str, now: datetime) -> bool:

@@ -27,6 +27,18 @@ def probe_batch(self: Task, batch_id: int) -> None:
 probe_batch_task = probe_batch
 
 
+# Not under scanning.*: it runs on the default queue, so it does not wait behind the probes
+# it queues.
+@shared_task(name="dispatch.scan_run", autoretry_for=(OperationalError, InterfaceError))
+def dispatch_scan_run(run_id: int, after_batch_id: int = 0) -> None:
+    from scanning import services
+
+    services.scan_run_dispatch(run_id=run_id, after_batch_id=after_batch_id)
+
+
+dispatch_scan_run_task = dispatch_scan_run
+
+
 @shared_task(name="sweeps.reconcile_scans")
 def reconcile_scans() -> dict[str, int]:
     from config.broker import queue_depths

@@ -3,10 +3,12 @@ retried with the same token, exclusions and the address policy honoured, void ba
 
 from __future__ import annotations
 
+from unittest import mock
+
 from django.test import override_settings
 from django.utils import timezone
 
-from scanning import services
+from scanning import services, tasks
 from scanning.models import Exclusion, Finding, ScanBatch, ScanRun, Target
 from scanning.tasks import probe_batch
 from tests.base import BaseTestCase
@@ -131,8 +133,30 @@ class ScanRunTestCase(BaseTestCase):
         with override_settings(SCAN_BATCH_SIZE=2), self.captureOnCommitCallbacks() as callbacks:
             run = services.scan_run_start(target_ids=[t.pk for t in targets], label="split")
         self.assertEqual([len(b.target_ids) for b in run.batches.order_by("id")], [2, 2, 1])
-        self.assertEqual(len(callbacks), 3)  # one task per batch, queued on commit
+        self.assertEqual(len(callbacks), 1)  # one dispatch, queued on commit
         self.assertEqual(ScanBatch.objects.filter(status="pending").count(), 3)
+        sent: list[tuple[object, ...]] = []
+        with mock.patch.object(tasks.probe_batch_task, "delay", lambda *a: sent.append(a)):
+            with mock.patch.object(
+                tasks.dispatch_scan_run_task, "delay", lambda *a: sent.append(a)
+            ):
+                with mock.patch.object(services, "DISPATCH_CHUNK", 2):
+                    services.scan_run_dispatch(run_id=run.pk)
+        batch_ids = list(run.batches.order_by("id").values_list("id", flat=True))
+        # Two probe tasks, then the next dispatch after the second batch.
+        self.assertEqual(sent, [(batch_ids[0],), (batch_ids[1],), (run.pk, batch_ids[1])])
+
+    def test_a_run_reads_a_queryset_of_targets_in_chunks(self) -> None:
+        targets = [smtp_target(f"192.0.2.{i}", 25) for i in range(1, 8)]
+        with override_settings(SCAN_BATCH_SIZE=3), mock.patch.object(services, "RUN_CHUNK", 4):
+            with self.captureOnCommitCallbacks():
+                run = services.scan_run_start(
+                    targets=Target.objects.filter(pk__in=[t.pk for t in targets]), label="all"
+                )
+        self.assertEqual(run.targets_total, 7)
+        self.assertEqual(set(run.targets.values_list("id", flat=True)), {t.pk for t in targets})
+        # Chunks of four ids, each cut into batches of three.
+        self.assertEqual([len(b.target_ids) for b in run.batches.order_by("id")], [3, 1, 3])
 
 
 class ScanAdminTestCase(BaseTestCase):
