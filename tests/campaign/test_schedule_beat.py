@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 
 from campaign import services, tasks
@@ -33,3 +35,29 @@ class ScheduleBeatTestCase(BaseTestCase):
         self.assertEqual(event.actor_label, "schedule")
         self.assertIn("the campaign ended on", event.note)
         self.assertEqual(tasks.schedule_sweep(), 0)  # nothing left to do, nothing done twice
+
+    def test_the_lead_changing_an_interval_plans_the_open_cases_again(self) -> None:
+        services.case_transition(case=self.alpha_case, to_status=Case.Status.NOTIFIED)
+        self.alpha_case.refresh_from_db()
+        assert self.alpha_case.notified_at is not None
+        self.client.force_login(self.regulator)
+        data = {
+            "slug": self.campaign.slug,
+            "name": self.campaign.name,
+            "starts_on": self.campaign.starts_on.isoformat(),
+            "ends_on": "",
+            "reprobe_after_days": 3,
+            "reminder_after_days": 21,
+            "final_deadline_days": 60,
+            "unresponsive_after_days": 30,
+            "is_active": "on",
+        }
+        with self.captureOnCommitCallbacks(execute=True):
+            response = self.client.post(
+                f"/admin/campaign/campaign/{self.campaign.pk}/change/", data
+            )
+        self.assertEqual(response.status_code, 302, getattr(response, "context", None))
+        self.alpha_case.refresh_from_db()
+        self.assertEqual(
+            self.alpha_case.next_action_at, self.alpha_case.notified_at + timedelta(days=3)
+        )
