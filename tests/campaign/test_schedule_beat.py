@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
 from campaign import services, tasks
 from campaign.models import Campaign, Case, CaseEvent
@@ -70,3 +71,19 @@ class ScheduleBeatTestCase(BaseTestCase):
             self.beta_case.next_action_label,
             "queue the advisory letter; closed at the campaign's end on 7 May",
         )
+
+    def test_health_names_cases_long_overdue_on_the_schedule(self) -> None:
+        from letters.health import health_report
+
+        services.case_transition(case=self.alpha_case, to_status=Case.Status.NOTIFIED)
+        self.assertEqual(health_report()["schedule"]["cases_overdue"], 0)
+        Case.objects.filter(pk=self.alpha_case.pk).update(
+            next_action_at=timezone.now() - timedelta(hours=2)
+        )
+        report = health_report()
+        self.assertEqual(report["schedule"]["cases_overdue"], 1)
+        self.assertIn(
+            "1 case(s) overdue on the schedule (is its sweep running?)", report["problems"]
+        )
+        tasks.schedule_sweep()  # the sweep acts (here: plans it again, as it is not due yet)
+        self.assertEqual(health_report()["schedule"]["cases_overdue"], 0)
