@@ -26,6 +26,7 @@ SECTIONS = {
     "letters": "bench.letters_bench",
     "outbox": "bench.outbox_bench",
     "dashboard": "bench.dashboard_bench",
+    "scale": "bench.scale_bench",
 }
 
 
