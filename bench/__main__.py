@@ -2,7 +2,7 @@
 
 Without DATABASE_URL the benchmarks use a fresh SQLite file under var/bench/ (migrated here);
 with it, the given database.
-Sections: BENCH_SECTIONS=probes,import,letters,outbox,dashboard (default: all).
+Sections: BENCH_SECTIONS=probes,import,letters,outbox,dashboard,schedule (default: all).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ SECTIONS = {
     "import": "bench.import_bench",
     "cases": "bench.cases_bench",
     "letters": "bench.letters_bench",
+    "schedule": "bench.schedule_bench",
     "outbox": "bench.outbox_bench",
     "dashboard": "bench.dashboard_bench",
     "scale": "bench.scale_bench",

@@ -90,12 +90,50 @@ class MembershipAdmin(PartnerScopedAdmin):
 
 @admin.register(Campaign)
 class CampaignAdmin(SharedReadOnlyAdmin):
-    list_display = ("name", "slug", "starts_on", "ends_on", "is_active", "case_count")
-    list_filter = ("is_active",)
+    list_display = (
+        "name",
+        "slug",
+        "starts_on",
+        "ends_on",
+        "is_active",
+        "is_paused",
+        "case_count",
+    )
+    list_filter = ("is_active", "is_paused")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
     filter_horizontal = ("scan_runs",)
-    actions = ("scan_campaign_targets",)
+    actions = ("scan_campaign_targets", "end_campaigns")
+    # Changing these plans every open case of the campaign again.
+    REPLAN_FIELDS = (
+        "reprobe_after_days",
+        "reminder_after_days",
+        "final_deadline_days",
+        "unresponsive_after_days",
+        "ends_on",
+        "is_active",
+    )
+
+    def save_model(self, request: HttpRequest, obj: Campaign, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and any(f in form.changed_data for f in self.REPLAN_FIELDS):
+            from campaign.tasks import reschedule_campaign_task
+
+            reschedule_campaign_task.delay_on_commit(obj.pk)
+            self.message_user(request, "The open cases of this campaign are planned again.")
+
+    @admin.action(
+        description="End now: close every case still open with a final status",
+        permissions=["change"],
+    )
+    def end_campaigns(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for campaign in queryset:
+            count = services.campaign_end(campaign=campaign, actor=request.user)
+            self.message_user(
+                request,
+                f"“{campaign.name}” ended: the schedule closes its {count} open case(s) "
+                "on its next sweep.",
+            )
 
     @admin.action(description="Scan every target of the campaign", permissions=["scan"])
     def scan_campaign_targets(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -494,6 +532,7 @@ class CaseAdmin(PartnerScopedAdmin):
         "partner_code",
         "status_badge",
         "finding_count",
+        "next_step",
         "opened_on",
     )
     list_display_links = ("reference_cell",)
@@ -501,13 +540,14 @@ class CaseAdmin(PartnerScopedAdmin):
     # hierarchy: nothing here reads every case to draw the sidebar.
     list_filter = (
         "status",
+        "attention",
         TriageFilter,
         PartnerFilter,
         choices_filter("campaign__id__exact", _("campaign"), campaign_choices),
         choices_filter("language__exact", _("language"), language_choices),
         recent_filter("opened_at", _("opened")),
     )
-    list_select_related = ("server_owner", "partner")
+    list_select_related = ("server_owner", "partner", "campaign")
     search_fields = ("reference", "server_owner__name", "server_owner__contacts__email")
     search_help_text = "Reference, owner, contact e-mail, IP address, network (CIDR) or AS number."
 
@@ -543,10 +583,13 @@ class CaseAdmin(PartnerScopedAdmin):
     readonly_fields = (
         "reference",
         "status",
+        "review_reason",
+        "attention",
+        "attention_note",
         "status_changed_at",
         "opened_at",
         "findings_table",
-        "next_action",
+        "next_step",
         "remediation_token_hash",
     )
     fields = (
@@ -557,11 +600,12 @@ class CaseAdmin(PartnerScopedAdmin):
         "language",
         "status",
         "review_reason",
-        "next_action",
+        "attention",
+        "attention_note",
+        "next_step",
         "findings_table",
         "opened_at",
         "status_changed_at",
-        "next_action_at",
     )
     inlines = (CaseEventInline,)
     actions = (
@@ -628,9 +672,11 @@ class CaseAdmin(PartnerScopedAdmin):
             _("All %(count)s findings of this case") % {"count": total},
         )
 
-    @admin.display(description="Next action")
-    def next_action(self, obj: Case) -> str:
-        return NEXT_ACTIONS.get(obj.status, "—")
+    @admin.display(description="Next action", ordering="next_action_at")
+    def next_step(self, obj: Case) -> str:
+        # The schedule's own plan ("reminder on 28 Dec if still open"), not a promise by status.
+        paused = obj.campaign.is_paused or obj.partner.automation_paused
+        return obj.next_action_label + (" (paused)" if paused and obj.next_action else "")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # Ownership and routing of an existing case change through services, not by editing.
@@ -670,7 +716,17 @@ class CaseAdmin(PartnerScopedAdmin):
         from django.urls import path
 
         export = self.admin_site.admin_view(self.export_view)
-        return [path("export/", export, name="campaign_case_export"), *super().get_urls()]
+        queue = self.admin_site.admin_view(self.work_queue_view)
+        return [
+            path("export/", export, name="campaign_case_export"),
+            path("work-queue/", queue, name="campaign_case_work_queue"),
+            *super().get_urls(),
+        ]
+
+    def work_queue_view(self, request: HttpRequest) -> Any:
+        from campaign.admin_workqueue import work_queue_view
+
+        return work_queue_view(self, request)
 
     def export_view(self, request: HttpRequest) -> Any:
         """The case list as the user sees it (scope and filters): one row per case or per
@@ -738,8 +794,9 @@ NEXT_ACTIONS = {
     Case.Status.NEW: "Attribution pending: run attribution for its targets.",
     Case.Status.NEEDS_REVIEW: "Review the evidence and contacts, then mark ready or withdraw.",
     Case.Status.READY: "Queue the advisory letter.",
-    Case.Status.NOTIFIED: "Wait for the owner; a reminder follows if the server stays open.",
-    Case.Status.REMINDED: "Wait; escalate to the partner at the deadline.",
+    Case.Status.NOTIFIED: "Wait for the owner; the schedule re-probes, and reminds only a server "
+    "it has just seen open.",
+    Case.Status.REMINDED: "Wait; the schedule hands the case to the partner at the deadline.",
     Case.Status.ESCALATED: "The partner follows up by hand.",
     Case.Status.FIXED: "Nothing: verified fixed.",
     Case.Status.UNRESPONSIVE: "Closed at the final deadline.",

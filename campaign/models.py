@@ -77,6 +77,11 @@ class Partner(models.Model):
         validators=[validate_time_zone],
         help_text="IANA time zone (e.g. Europe/Berlin): dates in exports, sending windows.",
     )
+    automation_paused = models.BooleanField(
+        default=False,
+        help_text="The schedule leaves this partner's cases alone (re-probes, reminders, "
+        "escalation) until resumed; they keep their dates.",
+    )
     # Letters leave only inside this window of the partner's local time (both empty: any time).
     sending_window_start = models.TimeField(
         null=True, blank=True, help_text="Letters leave from this local time (e.g. 09:00)."
@@ -179,9 +184,26 @@ class Campaign(models.Model):
     ends_on = models.DateField(
         null=True, blank=True, help_text="Remediation links expire after this."
     )
-    reminder_after_days = models.PositiveIntegerField(default=21)
-    final_deadline_days = models.PositiveIntegerField(default=60)
+    reprobe_after_days = models.PositiveIntegerField(
+        default=7, help_text="Days after the letter before the first re-probe of the servers."
+    )
+    reminder_after_days = models.PositiveIntegerField(
+        default=21,
+        help_text="Days after the letter; the reminder goes out only if a re-probe in the last "
+        "48 hours saw the server still open.",
+    )
+    final_deadline_days = models.PositiveIntegerField(
+        default=60, help_text="Days after the letter before a still-open case goes to the partner."
+    )
+    unresponsive_after_days = models.PositiveIntegerField(
+        default=30,
+        help_text="Days after escalation with no change before the case closes as unresponsive.",
+    )
     is_active = models.BooleanField(default=True)
+    is_paused = models.BooleanField(
+        default=False,
+        help_text="The schedule leaves every case of this campaign alone until resumed.",
+    )
     scan_runs = models.ManyToManyField("scanning.ScanRun", blank=True, related_name="campaigns")
 
     objects = CampaignQuerySet.as_manager()
@@ -280,6 +302,26 @@ class Attribution(models.Model):
         return f"{self.target} → {self.server_owner or 'unattributed'}"
 
 
+class NextAction(models.TextChoices):
+    REPROBE = "reprobe", "Re-probe"
+    REMINDER = "reminder", "Reminder if still open"
+    ESCALATE = "escalate", "Hand to the partner"
+    UNRESPONSIVE = "unresponsive", "Close as unresponsive"
+    CLOSE = "close", "Close at campaign end"
+
+
+class Attention(models.TextChoices):
+    NOT_MINE = "not_mine", "Owner says: not my server"
+    OTHER_CONTACT = "other_contact", "Owner gave another contact"
+    OPT_OUT = "opt_out", "Owner opted out"
+    BOUNCED = "bounced", "Every contact bounced"
+    ESCALATED = "escalated", "Escalated: the partner follows up"
+    LETTER_FAILED = "letter_failed", "A letter failed"
+    REVIEW = "review", "Needs review"
+    REOPENED = "reopened", "Open again after a fix"
+    TRIAGE = "triage", "Owner with no partner: lead triage"
+
+
 class Case(models.Model):
     """One server owner in one campaign: every finding of theirs, one letter."""
 
@@ -307,11 +349,28 @@ class Case(models.Model):
     opened_at = models.DateTimeField(default=timezone.now)
     status_changed_at = models.DateTimeField(default=timezone.now)
     next_action_at = models.DateTimeField(null=True, blank=True)
+    # The schedule's state (campaign.schedule plans from these; services write them).
+    next_action = models.CharField(max_length=16, choices=NextAction.choices, blank=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    reprobe_requested_at = models.DateTimeField(null=True, blank=True)
+    reprobe_run = models.ForeignKey(
+        "scanning.ScanRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reminder_step_at = models.DateTimeField(null=True, blank=True)
+    schedule_claimed_until = models.DateTimeField(null=True, blank=True)
+    # What needs a person (the work queue); empty when nothing does.
+    attention = models.CharField(max_length=16, choices=Attention.choices, blank=True)
+    attention_at = models.DateTimeField(null=True, blank=True)
+    attention_note = models.CharField(max_length=255, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["server_owner", "campaign"], name="case_one_per_owner_campaign"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status="needs_review") | ~models.Q(review_reason=""),
+                name="case_review_has_reason",
             ),
             models.CheckConstraint(
                 condition=models.Q(reference__regex=r"^SYS-[0-9]{4}-[0-9]{6}$"),
@@ -322,10 +381,29 @@ class Case(models.Model):
             models.Index(fields=["partner", "status"]),
             models.Index(fields=["status", "next_action_at"]),
             models.Index(fields=["opened_at"]),
+            # The sweep: due cases only, so a sweep with nothing due reads an empty index range.
+            models.Index(
+                fields=["next_action_at"],
+                condition=models.Q(next_action_at__isnull=False),
+                name="case_schedule_due",
+            ),
+            models.Index(
+                fields=["partner", "attention"],
+                condition=~models.Q(attention=""),
+                name="case_needs_attention",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.reference
+
+    @property
+    def next_action_label(self) -> str:
+        """What happens next, for people: "re-probe on 14 Dec", "reminder on 28 Dec if still
+        open"."""
+        from campaign.schedule import next_action_label
+
+        return next_action_label(self)
 
 
 class CaseSequence(models.Model):
@@ -356,6 +434,8 @@ class CaseEvent(models.Model):
         CORRECTION = "correction", "Correction from recipient"
         OPT_OUT = "opt_out", "Opt-out"
         NOTE = "note", "Note"
+        SCHEDULED = "scheduled", "Scheduled step"
+        HANDLED = "handled", "Handled by staff"
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
     at = models.DateTimeField(default=timezone.now, db_index=True)

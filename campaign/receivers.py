@@ -15,6 +15,8 @@ from scanning.signals import finding_recorded
 
 @receiver(finding_recorded)
 def on_finding_recorded(sender: Any, finding: Finding, **kwargs: Any) -> None:
+    if finding.scan_run_id is not None:  # a step of the schedule may wait for this re-probe
+        services.case_reprobe_seen(finding=finding)
     if finding.verdict == Verdict.CLOSED:  # a re-probe: the server of an open case is fixed
         services.case_apply_recheck_result(finding=finding)
         return

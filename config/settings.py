@@ -177,6 +177,12 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # django-celery-beat copies these into its tables at start; staff can add more in the admin.
 # The outbox's dispatcher and reconciler are added below, with their settings.
 CELERY_BEAT_SCHEDULE = {
+    # Re-probes, reminders, escalation and closing: the cases whose next action is due.
+    "campaign-schedule-sweep": {
+        "task": "campaign.schedule_sweep",
+        "schedule": 5 * 60,
+        "options": {"expires": 4 * 60},
+    },
     "refresh-figures": {
         "task": "reporting.refresh_figures",
         "schedule": env_int("FIGURES_REFRESH_SECONDS", 10 * 60, minimum=10),

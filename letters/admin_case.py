@@ -190,7 +190,10 @@ def workbench(request: HttpRequest, case: Case) -> dict[str, Any]:
     if due is not None:
         deadline = {
             "at": due,
-            "what": DEADLINES.get(Case.Status(case.status), "next step"),
+            # The schedule's own plan ("reminder on 28 Dec if still open") when it has one.
+            "what": case.next_action_label
+            if scheduled and case.next_action
+            else DEADLINES.get(Case.Status(case.status), "next step"),
             "overdue": due < timezone.now(),
             "scheduled": scheduled,
         }

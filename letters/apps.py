@@ -8,4 +8,5 @@ class LettersConfig(AppConfig):
     verbose_name = "Letters"
 
     def ready(self) -> None:
-        from letters import checks, receivers  # noqa: F401  (registers checks, connects signals)
+        # Registers checks, connects signals, adds letters' actions to campaign's work queue.
+        from letters import checks, receivers, workqueue  # noqa: F401

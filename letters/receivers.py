@@ -9,7 +9,7 @@ from django.dispatch import receiver
 
 from campaign.models import Case, CaseEvent
 from campaign.services import case_record_event
-from campaign.signals import case_fixed
+from campaign.signals import case_fixed, case_reminder_due
 
 
 @receiver(tracking, dispatch_uid="letters.tracking")
@@ -34,3 +34,18 @@ def on_case_fixed(sender: Any, case: Case, **kwargs: Any) -> None:
             actor_label="re-probe",
             note=f"No “fixed” letter: {refusal}",
         )
+
+
+@receiver(case_reminder_due, dispatch_uid="letters.case_reminder_due")
+def on_case_reminder_due(sender: Any, case: Case, note: str, **kwargs: Any) -> str | None:
+    """The schedule saw the server still open at the reminder date: the reminder letter."""
+    from letters import services
+    from letters.models import LetterKind
+
+    try:
+        services.letter_queue(
+            case=case, kind=LetterKind.REMINDER, actor_label="schedule", note=note
+        )
+    except services.LetterNotQueued as refusal:
+        return str(refusal)
+    return None

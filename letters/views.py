@@ -21,7 +21,7 @@ from django.utils.translation import gettext, gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_http_methods
 
 from campaign import services as campaign_services
-from campaign.models import Case, CaseEvent, Contact, Partner, Suppression
+from campaign.models import Case, CaseEvent, Contact, NextAction, Partner, Suppression
 from config.security import public_page
 from letters import guides, links, throttle
 from letters.forms import NotMineForm, OptOutForm, OtherContactForm
@@ -358,7 +358,8 @@ def next_text(case: Case, language: str, *, opted_out: bool = False) -> str:
             "When you have made the change, press “I fixed it — check again”. Staff of "
             "%(agency)s may follow up on this case while the server is still open."
         ) % {"agency": agency}
-    if status == Case.Status.NOTIFIED and when:
+    # Dated only when the next step is the reminder itself (not the first re-probe before it).
+    if status == Case.Status.NOTIFIED and when and case.next_action == NextAction.REMINDER:
         return gettext(
             "When you have made the change, press “I fixed it — check again”. If our check on "
             "%(date)s still finds the server open, we will send you a reminder."

@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils import translation
 from django.utils.translation import gettext as _
 
 from campaign import selectors as campaign_selectors
@@ -41,7 +42,10 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
     if not PartnerFigures.objects.exists():
         services.figures_refresh()  # a first visit after install: no periodic run yet
     board = dashboard_for(user)
-    return {"board": board, **_sections(board)}
+    # English until the dashboard's messages join the staff catalogues: a page in one language
+    # reads better than one where a few shared phrases come out translated.
+    with translation.override("en"):
+        return {"board": board, **_sections(board)}
 
 
 def _sections(board: Dashboard) -> dict[str, Any]:
@@ -155,6 +159,6 @@ def _sections(board: Dashboard) -> dict[str, Any]:
 def refresh_view(request: HttpRequest) -> HttpResponse:
     """Queues a refresh of the figures (the periodic task does the same)."""
     if request.method == "POST" and campaign_selectors.is_member(request.user):
-        refresh_figures.delay()
+        refresh_figures.delay_on_commit()
         messages.info(request, _("The figures are being recomputed; reload in a minute."))
     return HttpResponseRedirect(reverse("admin:index"))

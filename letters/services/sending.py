@@ -26,8 +26,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from campaign import workflow
-from campaign.models import Case, CaseEvent, Suppression
-from campaign.services import IllegalTransition, case_record_event, case_transition
+from campaign.models import Attention, Case, CaseEvent, Suppression
+from campaign.services import (
+    IllegalTransition,
+    case_attention_set,
+    case_record_event,
+    case_transition,
+)
 from letters import emails, links, rendering
 from letters.models import DeliveryEvent, Letter, LetterKind
 from letters.services.queueing import QUEUEABLE
@@ -98,6 +103,11 @@ def _letter_failed(letter: Letter, error: str, *, claim: str | None = None) -> N
             actor_label="worker",
             note=f"Letter to {letter.recipient_email} failed: {error[:500]}",
             data={"letter": str(letter.public_id), "failed": True},
+        )
+        case_attention_set(
+            case=letter.case,
+            attention=Attention.LETTER_FAILED,
+            note=f"{letter.get_kind_display()} to {letter.recipient_email} failed: {error[:150]}",
         )
     logger.warning("Letter %s failed: %s", letter.public_id, error)
 

@@ -13,7 +13,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.utils import timezone
 
 from campaign import workflow
-from campaign.models import Case, CaseEvent, Contact, Suppression
+from campaign.models import Attention, Case, CaseEvent, Contact, Suppression
 from campaign.services import case_record_event, case_transition
 from letters.models import DeliveryEvent, Letter
 from letters.services.bounces import bounce_kind
@@ -209,6 +209,7 @@ def _queue_next_contact(case: Case, bounced: Letter) -> None:
             actor_label="bounce",
             note="Every contact bounced."
             + (" The partner agency follows up by hand." if has_partner_contact else ""),
+            attention=Attention.BOUNCED,
         )
     else:
         case_record_event(

@@ -132,7 +132,9 @@ class CaseWorkbenchTestCase(BaseTestCase):
         self.assertNotContains(response, 'value="queue_advisory_letter"')
         self.assertContains(response, 'value="resend_to_next_contact"')
         self.assertContains(response, "Preview the reminder")
-        Case.objects.filter(pk=self.alpha_case.pk).update(status=Case.Status.NEEDS_REVIEW)
+        Case.objects.filter(pk=self.alpha_case.pk).update(
+            status=Case.Status.NEEDS_REVIEW, review_reason="Weak evidence only."
+        )
         self.assertContains(self.page(), 'value="mark_ready"')
         beta_template = self.beta_case.partner.letter_templates.filter(status="approved")
         self.assertFalse(beta_template.exists())
@@ -234,7 +236,9 @@ class CaseWorkbenchTestCase(BaseTestCase):
         self.assertContains(response, "Yes, queue 1 letter")
 
     def test_mark_ready_from_the_case_page_returns_to_it(self) -> None:
-        Case.objects.filter(pk=self.alpha_case.pk).update(status=Case.Status.NEEDS_REVIEW)
+        Case.objects.filter(pk=self.alpha_case.pk).update(
+            status=Case.Status.NEEDS_REVIEW, review_reason="Weak evidence only."
+        )
         self.client.force_login(self.alpha_staff)
         response = self.client.post(
             "/admin/campaign/case/",

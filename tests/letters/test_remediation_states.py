@@ -117,10 +117,17 @@ class StatesTestCase(StateTestCase):
 
     def test_notified_with_a_deadline_names_the_date_of_the_reminder(self) -> None:
         when = DAY + timedelta(days=14)
-        self.set_status(Case.Status.NOTIFIED, next_action_at=when)
+        self.set_status(Case.Status.NOTIFIED, next_action_at=when, next_action="reminder")
         page = self.page()
         self.assert_state(page, status="notified", check=True, reminder=True)
         self.assertIn(f"If our check on {local_date(when.date(), 'en')} still finds", page)
+
+    def test_notified_before_the_first_recheck_names_no_reminder_date(self) -> None:
+        when = DAY + timedelta(days=7)  # the schedule's first re-probe, not the reminder
+        self.set_status(Case.Status.NOTIFIED, next_action_at=when, next_action="reprobe")
+        page = self.page()
+        self.assertNotIn(local_date(when.date(), "en"), page)
+        self.assertIn("may send you a reminder while the server is still open", page)
 
     def test_reminded_says_who_follows_up_and_no_second_reminder(self) -> None:
         when = DAY + timedelta(days=28)
@@ -165,7 +172,7 @@ class StatesTestCase(StateTestCase):
         self.assert_state(page, status="unresponsive", check=True, reminder=False)
 
     def test_in_review_promises_nothing_and_threatens_nothing(self) -> None:
-        self.set_status(Case.Status.NEEDS_REVIEW)
+        self.set_status(Case.Status.NEEDS_REVIEW, review_reason="Weak evidence only.")
         page = self.page()
         self.assert_state(page, status="needs_review", check=True, reminder=False)
         self.assertIn("We send nothing more about it until they have.", page)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.utils import timezone
 
 from campaign.models import Case
 from reporting import selectors, services
 from reporting.models import PartnerFigures
+from reporting.tasks import refresh_figures
 from tests.base import BaseTestCase
 from tests.reporting import world
 
@@ -208,6 +211,49 @@ class FiguresTestCase(BaseTestCase):
         services.figures_refresh(now=NOW)
         self.assertEqual(PartnerFigures.objects.filter(partner=self.alpha).count(), 1)
         self.assertEqual(PartnerFigures.objects.count(), 4)
+
+
+class RefreshTestCase(BaseTestCase):
+    def test_recompute_now_queues_the_refresh_task_for_members_only(self) -> None:
+        self.client.force_login(self.alpha_staff)
+        with self.captureOnCommitCallbacks() as callbacks:
+            r = self.client.post("/admin/dashboard/refresh/")
+        self.assertRedirects(r, "/admin/", fetch_redirect_response=False)
+        self.assertEqual(len(callbacks), 1)
+        with self.captureOnCommitCallbacks() as callbacks:
+            self.client.get("/admin/dashboard/refresh/")  # a link or a prefetch queues nothing
+        self.assertEqual(callbacks, [])
+        outsider = User.objects.create_user("outsider", "o@localhost", "pw", is_staff=True)
+        self.client.force_login(outsider)
+        with self.captureOnCommitCallbacks() as callbacks:
+            self.client.post("/admin/dashboard/refresh/")
+        self.assertEqual(callbacks, [])
+
+    def test_the_beat_refreshes_the_figures_and_the_task_writes_them(self) -> None:
+        entry = settings.CELERY_BEAT_SCHEDULE["refresh-figures"]
+        self.assertEqual(entry["task"], refresh_figures.name)
+        self.assertLess(entry["options"]["expires"], entry["schedule"] + 1)
+        self.assertEqual(refresh_figures(), 2)  # Alpha and Beta: the lead has no servers yet
+        self.assertEqual(PartnerFigures.objects.get(partner=self.alpha).figures["cases"], 1)
+
+    def test_a_staff_user_without_a_partner_gets_the_plain_model_list(self) -> None:
+        outsider = User.objects.create_user("outsider", "o@localhost", "pw", is_staff=True)
+        self.client.force_login(outsider)
+        r = self.client.get("/admin/")
+        self.assertEqual(r.status_code, 200)
+        self.assertNotIn("board", r.context)
+        self.assertNotContains(r, "Where the campaign stands")
+
+
+class DashboardLanguageTestCase(BaseTestCase):
+    def test_it_is_one_language_for_staff_who_read_the_admin_in_another(self) -> None:
+        services.figures_refresh()
+        self.client.force_login(self.beta_staff)
+        r = self.client.get("/admin/", HTTP_ACCEPT_LANGUAGE="de")
+        self.assertContains(
+            r, "owners notified"
+        )  # not the public pages' "Betreiber benachrichtigt"
+        self.assertNotContains(r, "Betreiber benachrichtigt")
 
 
 class MedianTestCase(BaseTestCase):

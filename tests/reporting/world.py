@@ -69,6 +69,8 @@ def _case(
         partner=owner.partner,
         language="en",
         status=status,
+        # A case in review always says why (a check constraint).
+        review_reason="Checked by hand." if status == Case.Status.NEEDS_REVIEW else "",
         status_changed_at=changed,
         opened_at=changed - 60 * DAY,
     )
