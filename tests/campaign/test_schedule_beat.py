@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django.conf import settings
 
 from campaign import services, tasks
-from campaign.models import Case, CaseEvent
+from campaign.models import Campaign, Case, CaseEvent
 from config.celery import app
 from tests.base import BaseTestCase
 
@@ -60,4 +60,13 @@ class ScheduleBeatTestCase(BaseTestCase):
         self.alpha_case.refresh_from_db()
         self.assertEqual(
             self.alpha_case.next_action_at, self.alpha_case.notified_at + timedelta(days=3)
+        )
+
+    def test_a_case_waiting_for_a_person_says_so_and_when_the_campaign_ends(self) -> None:
+        Campaign.objects.filter(pk=self.campaign.pk).update(ends_on=date(2027, 5, 7))
+        self.beta_case.refresh_from_db()  # ready: a person queues the letter
+        services.case_reschedule(case=self.beta_case)
+        self.assertEqual(
+            self.beta_case.next_action_label,
+            "queue the advisory letter; closed at the campaign's end on 7 May",
         )
