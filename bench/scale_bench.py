@@ -279,6 +279,7 @@ def _pages() -> dict[str, Any]:
     runs = int(os.environ.get("BENCH_PAGE_RUNS", "5"))
     big_owner = ServerOwner.objects.order_by("id").first()
     big_case = Case.objects.filter(server_owner=big_owner).first()
+    assert big_owner is not None and big_case is not None, "the scale data set has no owner"
     case = Case.objects.order_by("id").values_list("reference", flat=True)[5]
     pages = {
         "cases: first page": "/admin/campaign/case/",
