@@ -168,7 +168,8 @@ def recheck_of(case: Case) -> Recheck:
     event = campaign_services.case_last_recheck(case)
     if event is None:
         return Recheck()
-    run = ScanRun.objects.filter(pk=(event.data or {}).get("scan_run")).first()
+    run_id = (event.data or {}).get("scan_run")
+    run = ScanRun.objects.filter(pk=run_id).first() if run_id else None
     if run is None:
         return Recheck()
     state = {ScanRun.Status.PENDING: "queued", ScanRun.Status.RUNNING: "running"}.get(
@@ -460,7 +461,7 @@ def _page(
             "rows": rows,
             "open_count": len(open_rows),
             "guides": _guides_for(rows, language),
-            "case_status_text": CASE_STATUS_TEXT.get(case.status, case.status),
+            "case_status_text": CASE_STATUS_TEXT.get(Case.Status(case.status), case.status),
             "next_text": next_text(case, language, opted_out=opted_out),
             "recheck": recheck,
             "recheck_day": _day(recheck.requested_at, language) if recheck.requested_at else "",
@@ -595,7 +596,9 @@ def remediation_status(request: HttpRequest, token: str) -> HttpResponse:
                 "state": recheck.state,
                 "progress": _progress_text(recheck),
                 "case_status": case.status,
-                "case_status_text": str(CASE_STATUS_TEXT.get(case.status, case.status)),
+                "case_status_text": str(
+                    CASE_STATUS_TEXT.get(Case.Status(case.status), case.status)
+                ),
                 "next_text": next_text(case, language, opted_out=opted_out),
                 "can_recheck": case.status in RECHECK_STATUSES and not opted_out,
                 "findings": [
