@@ -182,8 +182,9 @@ def recheck_of(case: Case) -> Recheck:
     return Recheck(state=state, run=run, requested_at=event.at, results=results)
 
 
-def _day(at: datetime, language: str) -> str:
-    return local_date(timezone.localdate(at), language)
+def _day(at: datetime, language: str, case: Case) -> str:
+    # In the partner's country's form of the language: a UK owner reads "5 December 2026".
+    return local_date(timezone.localdate(at), language, case.partner.country)
 
 
 def finding_text(word: str, *, date: str, owner_asked: bool) -> str:
@@ -245,7 +246,7 @@ def _rows(case: Case, language: str, recheck: Recheck) -> list[dict]:
                 "status": status,
                 "status_text": finding_text(
                     status,
-                    date=_day(current.probed_at, language),
+                    date=_day(current.probed_at, language, case),
                     owner_asked=current is result,
                 ),
                 "software": software,
@@ -322,7 +323,7 @@ def next_text(case: Case, language: str, *, opted_out: bool = False) -> str:
     """What happens next, for the case's real state: no reminder is promised or threatened
     where none will come, and "check again" is only mentioned where the page offers it."""
     status = case.status
-    when = _day(case.next_action_at, language) if case.next_action_at else ""
+    when = _day(case.next_action_at, language, case) if case.next_action_at else ""
     agency = case.partner.localized(language)["agency"]
     if status == Case.Status.FIXED:
         return gettext(
@@ -409,7 +410,7 @@ def _confirmations(case: Case, language: str) -> list[str]:
     ).order_by("at", "id")
     for event in events:
         data = event.data or {}
-        day = _day(event.at, language)
+        day = _day(event.at, language, case)
         if data.get("correction") == "not_mine":
             done.append(
                 gettext(
@@ -464,7 +465,9 @@ def _page(
             "case_status_text": CASE_STATUS_TEXT.get(Case.Status(case.status), case.status),
             "next_text": next_text(case, language, opted_out=opted_out),
             "recheck": recheck,
-            "recheck_day": _day(recheck.requested_at, language) if recheck.requested_at else "",
+            "recheck_day": (
+                _day(recheck.requested_at, language, case) if recheck.requested_at else ""
+            ),
             "progress_text": _progress_text(recheck),
             "can_recheck": case.status in RECHECK_STATUSES and not opted_out,
             "message": message,
