@@ -27,6 +27,7 @@ SECTIONS = {
     "schedule": "bench.schedule_bench",
     "outbox": "bench.outbox_bench",
     "dashboard": "bench.dashboard_bench",
+    "scale": "bench.scale_bench",
 }
 
 

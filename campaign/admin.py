@@ -105,7 +105,7 @@ class CampaignAdmin(SharedReadOnlyAdmin):
     filter_horizontal = ("scan_runs",)
     actions = ("scan_campaign_targets", "end_campaigns")
     # Changing these plans every open case of the campaign again.
-    SCHEDULE_FIELDS = (
+    REPLAN_FIELDS = (
         "reprobe_after_days",
         "reminder_after_days",
         "final_deadline_days",
@@ -116,7 +116,7 @@ class CampaignAdmin(SharedReadOnlyAdmin):
 
     def save_model(self, request: HttpRequest, obj: Campaign, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        if change and any(f in form.changed_data for f in self.SCHEDULE_FIELDS):
+        if change and any(f in form.changed_data for f in self.REPLAN_FIELDS):
             from campaign.tasks import reschedule_campaign_task
 
             reschedule_campaign_task.delay_on_commit(obj.pk)

@@ -241,7 +241,7 @@ class ScalePaginator(Paginator):
         return qs.order_by().values("pk")[: self.CAP].count()
 
     @property
-    def num_pages(self) -> int:  # type: ignore[override]
+    def num_pages(self) -> int:
         pages = super().num_pages
         return min(pages, max(1, -(-self.CAP // self.per_page)))
 

@@ -143,7 +143,8 @@ class FindingAdmin(AddressSearchMixin, PartnerScopedAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # The list shows none of the transcript or details (kilobytes a row).
         qs = super().get_queryset(request)
-        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+        url_name = request.resolver_match.url_name if request.resolver_match else None
+        if url_name and url_name.endswith("changelist"):
             return qs.defer("transcript", "details", "reasons")
         return qs
 

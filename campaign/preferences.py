@@ -5,12 +5,13 @@ Django's admin comes translated; our additions use gettext like the public pages
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin import AdminSite
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -72,12 +73,15 @@ class LanguageForm(forms.Form):
         label = gettext("Your partner's language (%(language)s)") % {
             "language": LANGUAGE_NAMES.get(default, default)
         }
-        self.fields["language"].choices = [("", label), *settings.LANGUAGES]
+        field = self.fields["language"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [("", label), *settings.LANGUAGES]
 
 
 def language_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
     default = partner_language(request.user)
-    chosen = StaffPreference.objects.filter(user=request.user).first()
+    user = cast(User, request.user)  # the admin site only lets signed-in staff this far
+    chosen = StaffPreference.objects.filter(user=user).first()
     form = LanguageForm(
         request.POST or None,
         initial={"language": chosen.language if chosen else ""},
@@ -85,7 +89,7 @@ def language_view(site: AdminSite, request: HttpRequest) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         StaffPreference.objects.update_or_create(
-            user=request.user, defaults={"language": form.cleaned_data["language"]}
+            user=user, defaults={"language": form.cleaned_data["language"]}
         )
         language = form.cleaned_data["language"] or default
         request.session[SESSION_KEY] = language

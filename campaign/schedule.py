@@ -171,4 +171,11 @@ def next_action_label(case: Case) -> str:
         return gettext("hand to the partner on %(day)s") % {"day": day}
     if case.next_action == NextAction.UNRESPONSIVE:
         return gettext("close as unresponsive on %(day)s if nothing changes") % {"day": day}
+    # The campaign's end is the midnight after its last day: name that last day.
+    day = short_date(case.next_action_at - timedelta(microseconds=1))
+    if case.status in WAITING:  # a person acts first; the end date only bounds it
+        return gettext("%(waiting)s; closed at the campaign's end on %(day)s") % {
+            "waiting": gettext(WAITING[case.status]),
+            "day": day,
+        }
     return gettext("close at the campaign's end on %(day)s") % {"day": day}

@@ -556,6 +556,13 @@ def _due_cases(now: datetime) -> QuerySet[Case]:
     ).filter(Q(schedule_claimed_until__isnull=True) | Q(schedule_claimed_until__lte=now))
 
 
+def cases_overdue(*, now: datetime) -> QuerySet[Case]:
+    """Due for longer than a few sweeps and claimed by none: the sweep is not running."""
+    return _due_cases(now - 3 * SWEEP_LEASE).filter(
+        Q(schedule_claimed_until__isnull=True) | Q(schedule_claimed_until__lte=now)
+    )
+
+
 def schedule_sweep(
     *,
     now: datetime | None = None,

@@ -420,7 +420,10 @@ class LetterAdmin(LetterPdfMixin, PartnerScopedAdmin):
                         "%(count)d letters need attention (the oldest for %(age)s).",
                         count,
                     )
-                    % {"count": count, "age": timesince(oldest.status_changed_at)},
+                    % {
+                        "count": count,
+                        "age": timesince(oldest.status_changed_at) if oldest else "",
+                    },
                     gettext("Show them"),
                 ),
             )

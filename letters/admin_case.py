@@ -309,7 +309,7 @@ def _queue(modeladmin: Any, request: HttpRequest, cases: list[Case], *, fresh: b
         try:
             letter = services.letter_queue(
                 case=case,
-                actor=request.user,  # type: ignore[arg-type]
+                actor=request.user,
                 fresh=fresh,
                 note="" if fresh else "Resent to the next contact by staff.",
             )

@@ -11,6 +11,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Min
 from django.utils import timezone
 
+from campaign import services as campaign_services
 from config.broker import queue_depths
 from letters.models import Heartbeat, Letter
 from letters.services.outbox import letters_due, letters_needing_attention
@@ -75,6 +76,9 @@ def health_report(*, now: datetime | None = None) -> dict[str, Any]:
         "letters_unknown": attention.filter(status=S.UNKNOWN).count(),
         "letters_stuck": attention.exclude(status=S.UNKNOWN).count(),
     }
+    # Cases whose next step is long due and unclaimed: the schedule's sweep is not running.
+    overdue = campaign_services.cases_overdue(now=now).count()
+    report["schedule"] = {"cases_overdue": overdue}
     beats = dict(Heartbeat.objects.values_list("name", "at"))
     report["beat"] = {
         name: {"last_run": _iso(beats.get(name)), "age_seconds": _age(beats.get(name), now)}
@@ -86,6 +90,8 @@ def health_report(*, now: datetime | None = None) -> dict[str, Any]:
         problems.append("claims past their lease are not being repaired")
     if report["needs_attention"]["letters_stuck"]:
         problems.append(f"{report['needs_attention']['letters_stuck']} letter(s) stuck")
+    if overdue:
+        problems.append(f"{overdue} case(s) overdue on the schedule (is its sweep running?)")
     if beat_problem := beat_health(now=now, beats=beats):
         problems.append(beat_problem)
     report["problems"] = problems

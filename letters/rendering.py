@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 from django.conf import settings
@@ -262,11 +262,11 @@ def blank_fields(source: str, context: dict[str, Any]) -> list[str]:
     for loop in nodelist.get_nodes_by_type(ForNode):
         bound.update(loop.loopvars)
     for with_node in nodelist.get_nodes_by_type(WithNode):
-        bound.update(with_node.extra_context)
+        bound.update(cast(WithNode, with_node).extra_context)
     problems: list[str] = []
     seen: set[str] = set()
     for node in nodelist.get_nodes_by_type(VariableNode):
-        expression = node.filter_expression
+        expression = cast(VariableNode, node).filter_expression
         var = expression.var
         if not isinstance(var, Variable) or not var.lookups or var.lookups[0] in bound:
             continue

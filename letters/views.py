@@ -168,7 +168,8 @@ def recheck_of(case: Case) -> Recheck:
     event = campaign_services.case_last_recheck(case)
     if event is None:
         return Recheck()
-    run = ScanRun.objects.filter(pk=(event.data or {}).get("scan_run")).first()
+    run_id = (event.data or {}).get("scan_run")
+    run = ScanRun.objects.filter(pk=run_id).first() if run_id else None
     if run is None:
         return Recheck()
     state = {ScanRun.Status.PENDING: "queued", ScanRun.Status.RUNNING: "running"}.get(
@@ -181,8 +182,9 @@ def recheck_of(case: Case) -> Recheck:
     return Recheck(state=state, run=run, requested_at=event.at, results=results)
 
 
-def _day(at: datetime, language: str) -> str:
-    return local_date(timezone.localdate(at), language)
+def _day(at: datetime, language: str, case: Case) -> str:
+    # In the partner's country's form of the language: a UK owner reads "5 December 2026".
+    return local_date(timezone.localdate(at), language, case.partner.country)
 
 
 def finding_text(word: str, *, date: str, owner_asked: bool) -> str:
@@ -244,7 +246,7 @@ def _rows(case: Case, language: str, recheck: Recheck) -> list[dict]:
                 "status": status,
                 "status_text": finding_text(
                     status,
-                    date=_day(current.probed_at, language),
+                    date=_day(current.probed_at, language, case),
                     owner_asked=current is result,
                 ),
                 "software": software,
@@ -321,7 +323,7 @@ def next_text(case: Case, language: str, *, opted_out: bool = False) -> str:
     """What happens next, for the case's real state: no reminder is promised or threatened
     where none will come, and "check again" is only mentioned where the page offers it."""
     status = case.status
-    when = _day(case.next_action_at, language) if case.next_action_at else ""
+    when = _day(case.next_action_at, language, case) if case.next_action_at else ""
     agency = case.partner.localized(language)["agency"]
     if status == Case.Status.FIXED:
         return gettext(
@@ -408,7 +410,7 @@ def _confirmations(case: Case, language: str) -> list[str]:
     ).order_by("at", "id")
     for event in events:
         data = event.data or {}
-        day = _day(event.at, language)
+        day = _day(event.at, language, case)
         if data.get("correction") == "not_mine":
             done.append(
                 gettext(
@@ -460,10 +462,12 @@ def _page(
             "rows": rows,
             "open_count": len(open_rows),
             "guides": _guides_for(rows, language),
-            "case_status_text": CASE_STATUS_TEXT.get(case.status, case.status),
+            "case_status_text": CASE_STATUS_TEXT.get(Case.Status(case.status), case.status),
             "next_text": next_text(case, language, opted_out=opted_out),
             "recheck": recheck,
-            "recheck_day": _day(recheck.requested_at, language) if recheck.requested_at else "",
+            "recheck_day": (
+                _day(recheck.requested_at, language, case) if recheck.requested_at else ""
+            ),
             "progress_text": _progress_text(recheck),
             "can_recheck": case.status in RECHECK_STATUSES and not opted_out,
             "message": message,
@@ -595,7 +599,9 @@ def remediation_status(request: HttpRequest, token: str) -> HttpResponse:
                 "state": recheck.state,
                 "progress": _progress_text(recheck),
                 "case_status": case.status,
-                "case_status_text": str(CASE_STATUS_TEXT.get(case.status, case.status)),
+                "case_status_text": str(
+                    CASE_STATUS_TEXT.get(Case.Status(case.status), case.status)
+                ),
                 "next_text": next_text(case, language, opted_out=opted_out),
                 "can_recheck": case.status in RECHECK_STATUSES and not opted_out,
                 "findings": [

@@ -18,7 +18,7 @@ def retry_letter(case: Case, user: AnyUser) -> str:
     letter = Letter.objects.filter(case=case, status=Letter.Status.FAILED).order_by("-id").first()
     retried = letter is not None and services.letter_retry(
         letter=letter,
-        actor=user,  # type: ignore[arg-type]
+        actor=user,
     )
     if letter is None or not retried:
         raise services.LetterNotQueued(_("no failed letter to retry (a later one went out)"))
@@ -38,7 +38,7 @@ def write_given_contact(case: Case, user: AnyUser) -> str:
     services.letter_queue(
         case=case,
         kind=LetterKind.INITIAL,
-        actor=user,  # type: ignore[arg-type]
+        actor=user,
         fresh=True,
     )
     return _("letter queued to %(email)s") % {"email": contact.email}

@@ -243,10 +243,10 @@ def contacts_sync(owner: ServerOwner, info: NetworkInfo | None) -> list[Contact]
         wanted.append((4, Contact.Kind.PARTNER, owner.partner.reply_to, "partner"))
     chain: list[tuple[str, str, str]] = []
     seen: set[str] = set()
-    for _group, kind, email, source in sorted(wanted, key=lambda item: item[0]):
+    for _group, kind_code, email, source in sorted(wanted, key=lambda item: item[0]):
         if email.lower() not in seen:
             seen.add(email.lower())
-            chain.append((kind, email, source))
+            chain.append((kind_code, email, source))
     by_email = {c.email.lower(): c for c in existing}
     with transaction.atomic():
         # Clear the positions first: (owner, position) is unique and rows swap places.
@@ -255,14 +255,18 @@ def contacts_sync(owner: ServerOwner, info: NetworkInfo | None) -> list[Contact]
             if stale.email.lower() not in seen:
                 stale.delete()  # only an old partner address gets here (owner re-routed)
         result = []
-        for position, (kind, email, source) in enumerate(chain):
+        for position, (kind_code, email, source) in enumerate(chain):
             contact = by_email.get(email.lower())
             if contact is None:
                 contact = Contact.objects.create(
-                    server_owner=owner, position=position, kind=kind, email=email, source=source
+                    server_owner=owner,
+                    position=position,
+                    kind=kind_code,
+                    email=email,
+                    source=source,
                 )
             else:
-                contact.position, contact.kind, contact.source = position, kind, source
+                contact.position, contact.kind, contact.source = position, kind_code, source
                 contact.save(update_fields=["position", "kind", "source"])
             result.append(contact)
     return result

@@ -9,12 +9,12 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from campaign.models import CaseEvent, Partner
+from campaign.selectors import AnyUser
 from campaign.services import case_record_event
 from letters.models import Heartbeat, Letter
 from letters.services.queueing import _superseded
@@ -188,7 +188,7 @@ class LetterNotSettled(Exception):
 
 
 @transaction.atomic
-def letter_settle_sent(*, letter: Letter, actor: AbstractBaseUser, note: str = "") -> None:
+def letter_settle_sent(*, letter: Letter, actor: AnyUser, note: str = "") -> None:
     """A person confirmed (e.g. in the ESP's log) that an `unknown` letter went out."""
     letter = Letter.objects.select_for_update().select_related("case").get(pk=letter.pk)
     if letter.status != Letter.Status.UNKNOWN:
@@ -202,7 +202,7 @@ def letter_settle_sent(*, letter: Letter, actor: AbstractBaseUser, note: str = "
 
 
 @transaction.atomic
-def letter_send_again(*, letter: Letter, actor: AbstractBaseUser) -> None:
+def letter_send_again(*, letter: Letter, actor: AnyUser) -> None:
     """A person decided that an `unknown` letter did not go out: send it again (same row)."""
     letter = Letter.objects.select_for_update().select_related("case").get(pk=letter.pk)
     if letter.status != Letter.Status.UNKNOWN:
@@ -231,7 +231,7 @@ def letter_send_again(*, letter: Letter, actor: AbstractBaseUser) -> None:
 
 
 @transaction.atomic
-def letter_requeue(*, letter: Letter, actor: AbstractBaseUser) -> bool:
+def letter_requeue(*, letter: Letter, actor: AnyUser) -> bool:
     """Put a stuck letter back in the outbox: queued ones now, sending ones only if their claim
     expired before the ESP had them. Returns False when that would risk a second letter."""
     now = timezone.now()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
@@ -12,6 +11,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from campaign.models import Case, CaseEvent, Contact, Partner, Suppression
+from campaign.selectors import AnyUser
 from campaign.services import case_record_event, owner_is_suppressed
 from letters import rendering
 from letters.models import Letter, LetterKind
@@ -20,7 +20,7 @@ from letters.tasks import dispatch_letters_task
 STUCK_AFTER = timedelta(hours=6)
 
 
-def letters_stuck(*, now: timezone.datetime | None = None) -> QuerySet[Letter]:
+def letters_stuck(*, now: datetime | None = None) -> QuerySet[Letter]:
     """Letters left in QUEUED or SENDING for hours: reported for review, never resent, because
     a duplicate advisory letter is worse than a late one."""
     cutoff = (now or timezone.now()) - STUCK_AFTER
@@ -104,7 +104,9 @@ def letter_queue_refusal(
     case: Case, *, kind: str = LetterKind.INITIAL, fresh: bool = False
 ) -> str | None:
     """Why this case cannot have this letter queued now, or None."""
-    allowed = {Case.Status.READY} if fresh and kind == LetterKind.INITIAL else QUEUEABLE[kind]
+    allowed = (
+        {Case.Status.READY} if fresh and kind == LetterKind.INITIAL else QUEUEABLE[LetterKind(kind)]
+    )
     if case.status not in allowed:
         return f"its status is “{case.get_status_display()}”"
     # The case stays `ready` until the letter is sent: a second click would pick the next contact.
@@ -133,7 +135,7 @@ def letter_queue(
     *,
     case: Case,
     kind: str = LetterKind.INITIAL,
-    actor: AbstractBaseUser | None = None,
+    actor: AnyUser | None = None,
     actor_label: str = "",
     fresh: bool = False,
     note: str = "",
@@ -183,7 +185,7 @@ def letter_queue(
 
 
 @transaction.atomic
-def letter_retry(*, letter: Letter, actor: AbstractBaseUser | None = None) -> bool:
+def letter_retry(*, letter: Letter, actor: AnyUser | None = None) -> bool:
     """A FAILED letter goes back to the queue (same recipient, same row)."""
     if _superseded(letter):
         return False

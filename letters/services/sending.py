@@ -14,7 +14,8 @@ import smtplib
 import socket
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from anymail.exceptions import AnymailAPIError, AnymailError, AnymailRecipientsRefused
 from anymail.signals import EventType
@@ -244,7 +245,7 @@ def _mark_sent_after_send(letter: Letter, esp_message_id: str, *, claim: str) ->
     letter_mark_sent(letter=letter, esp_message_id=esp_message_id, claim=claim)
 
 
-def _record_with_retries(record, letter: Letter, text: str, *, claim: str) -> None:  # type: ignore[no-untyped-def]
+def _record_with_retries(record: Any, letter: Letter, text: str, *, claim: str) -> None:
     """After the network call the outcome is known only in this process: a database blip must
     not lose it, so the write is retried here (a new connection each time) for about a minute."""
     delay = 0.5
@@ -311,7 +312,7 @@ ACCEPTED_EVENTS = (
 
 
 def letter_settle_expired(
-    *, letter_id: int, now: timezone.datetime | None = None, claim: str | None = None
+    *, letter_id: int, now: datetime | None = None, claim: str | None = None
 ) -> str:
     """A letter whose send claim expired (or whose claim is `claim`, a redelivered task's own)
     after it was handed to the ESP: sent if the ESP's tracking says so, failed if the ESP

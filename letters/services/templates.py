@@ -7,13 +7,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from campaign import selectors
 from campaign.models import Partner
+from campaign.selectors import AnyUser
 from letters import rendering, tone
 from letters.models import LetterTemplate
 
@@ -53,7 +53,7 @@ def template_new_version(
     subject: str,
     body_html: str,
     body_text: str = "",
-    actor: AbstractBaseUser | None = None,
+    actor: AnyUser | None = None,
     source_path: str = "",
 ) -> LetterTemplate:
     """A new draft version; approved versions are never edited in place."""
@@ -78,7 +78,7 @@ def template_new_version(
     return template
 
 
-def template_approval_refusal(template: LetterTemplate, actor: AbstractBaseUser) -> str | None:
+def template_approval_refusal(template: LetterTemplate, actor: AnyUser) -> str | None:
     if not selectors.has_role(actor, "approver", template.partner):
         return f"Only an approver of {template.partner.country_name} can approve its templates" + (
             " (the lead's approvers approve only the lead's own)."
@@ -103,7 +103,7 @@ def template_approval_refusal(template: LetterTemplate, actor: AbstractBaseUser)
 
 
 @transaction.atomic
-def template_approve(*, template: LetterTemplate, actor: AbstractBaseUser) -> LetterTemplate:
+def template_approve(*, template: LetterTemplate, actor: AnyUser) -> LetterTemplate:
     template = (
         LetterTemplate.objects.select_for_update().select_related("partner").get(pk=template.pk)
     )
@@ -134,8 +134,8 @@ class LoadReport:
 def templates_load_shipped(
     *,
     partners: QuerySet[Partner] | None = None,
-    actor: AbstractBaseUser | None = None,
-    approve_as: AbstractBaseUser | None = None,
+    actor: AnyUser | None = None,
+    approve_as: AnyUser | None = None,
 ) -> LoadReport:
     """Shipped files -> versions for every partner in each of its letter languages. An unchanged
     file adds nothing; a changed one adds a draft. `approve_as` approves the shipped version

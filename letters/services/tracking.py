@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from anymail.signals import AnymailTrackingEvent, EventType
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
@@ -119,7 +119,7 @@ def delivery_event_record(*, esp_name: str, event: AnymailTrackingEvent) -> Deli
 
 def _apply_delivery_event(record: DeliveryEvent) -> None:
     letter = Letter.objects.select_related("case__partner", "case__server_owner", "contact").get(
-        pk=record.letter_id
+        pk=cast(int, record.letter_id)
     )
     case = letter.case
     now = timezone.now()

@@ -398,7 +398,7 @@ class CorrectionTestCase(RemediationTestCase):
             self.t(
                 "On %(date)s you told us that this is not your server. Our staff will look at it "
                 "before we write about it again.",
-                date=local_date(timezone.localdate(), self.lang),
+                date=local_date(timezone.localdate(), self.lang, self.case.partner.country),
             ),
         )
         self.client.force_login(self.alpha_staff)

@@ -42,7 +42,8 @@ class StateTestCase(RemediationTestCase):
 class WhatWeSawTestCase(StateTestCase):
     def test_it_says_what_we_saw_and_when_before_any_recheck(self) -> None:
         page = self.page()
-        self.assertIn("Open when we checked on " + local_date(DAY.date(), "en"), page)
+        self.assertIn("Open when we checked on " + local_date(DAY.date(), "en", "GB"), page)
+        self.assertIn("5 December 2026", page)  # a UK owner reads the date the UK way
         self.assertNotIn("Still open", page)  # only after a check the owner asked for
         self.assertNotIn("accepted our test again", page)
 
@@ -69,7 +70,7 @@ class WhatWeSawTestCase(StateTestCase):
             probed_at=timezone.now(),
         )
         page = self.page()
-        today = local_date(timezone.localdate(), "en")
+        today = local_date(timezone.localdate(), "en", "GB")
         self.assertIn(f"Still open when we checked again on {today}", page)
         self.assertIn(f"You asked us to check again on {today}", page)
 
@@ -85,7 +86,8 @@ class WhatWeSawTestCase(StateTestCase):
         self.case.findings.add(closed)
         page = self.page()
         self.assertIn(
-            "Closed when we checked on " + local_date((DAY + timedelta(days=1)).date(), "en"), page
+            "Closed when we checked on " + local_date((DAY + timedelta(days=1)).date(), "en", "GB"),
+            page,
         )
         self.assertNotIn("Still open", page)
 
@@ -120,13 +122,13 @@ class StatesTestCase(StateTestCase):
         self.set_status(Case.Status.NOTIFIED, next_action_at=when, next_action="reminder")
         page = self.page()
         self.assert_state(page, status="notified", check=True, reminder=True)
-        self.assertIn(f"If our check on {local_date(when.date(), 'en')} still finds", page)
+        self.assertIn(f"If our check on {local_date(when.date(), 'en', 'GB')} still finds", page)
 
     def test_notified_before_the_first_recheck_names_no_reminder_date(self) -> None:
         when = DAY + timedelta(days=7)  # the schedule's first re-probe, not the reminder
         self.set_status(Case.Status.NOTIFIED, next_action_at=when, next_action="reprobe")
         page = self.page()
-        self.assertNotIn(local_date(when.date(), "en"), page)
+        self.assertNotIn(local_date(when.date(), "en", "GB"), page)
         self.assertIn("may send you a reminder while the server is still open", page)
 
     def test_reminded_says_who_follows_up_and_no_second_reminder(self) -> None:
@@ -134,7 +136,9 @@ class StatesTestCase(StateTestCase):
         self.set_status(Case.Status.REMINDED, next_action_at=when)
         page = self.page()
         self.assert_state(page, status="reminded", check=True, reminder=False)
-        self.assertIn(f"still open on {local_date(when.date(), 'en')}, staff of Alpha Agency", page)
+        self.assertIn(
+            f"still open on {local_date(when.date(), 'en', 'GB')}, staff of Alpha Agency", page
+        )
 
     def test_escalated(self) -> None:
         self.set_status(Case.Status.ESCALATED)
