@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 # The fleet's relays forward and parse paths exactly as the test traps do.
-from tests.traps.smtp_traps import _strip_path, final_recipient, forward
+from fakes.smtp_traps import final_recipient, forward, strip_path
 
 IO_TIMEOUT = 10.0
 HEAD_MAX = 16 * 1024
@@ -166,7 +166,7 @@ def _smtp(kind: str, sink: tuple[str, int] | None, hold: float) -> Handler:
                 if mail_from is None:
                     writer.write(b"503 5.5.1 Error: need MAIL command\r\n")
                 elif kind == "smtp_closed":
-                    addr = _strip_path(text.split(":", 1)[1]) if ":" in text else ""
+                    addr = strip_path(text.split(":", 1)[1]) if ":" in text else ""
                     writer.write(f"554 5.7.1 <{addr}>: Relay access denied\r\n".encode())
                 elif kind == "smtp_postscreen":
                     writer.write(b"450 4.3.2 Service currently unavailable\r\n")

@@ -34,11 +34,11 @@ from campaign.models import (
     Partner,
     ServerOwner,
 )
+from fakes.smtp_traps import run_trap
 from letters.models import Letter, LetterKind
 from letters.services import letter_queue
 from scanning.models import Finding, ScanRun, Target
 from tests.letters.helpers import approved_template
-from tests.traps.smtp_traps import run_trap
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

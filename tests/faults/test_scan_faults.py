@@ -15,10 +15,10 @@ from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
+from fakes.smtp_traps import run_trap
 from scanning.models import Finding, ScanBatch, ScanRun, Target
 from tests.conftest import require
 from tests.faults.harness import RedisServer, beat, process_env, report_row, wait_for, worker
-from tests.traps.smtp_traps import run_trap
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 

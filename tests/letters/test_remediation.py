@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from campaign import services as campaign_services
 from campaign.models import Attribution, Case, CaseEvent, Contact, ServerOwner, Suppression
+from fakes.smtp_traps import run_trap
 from letters import guides
 from letters.links import remediation_link_issue
 from letters.models import Letter, LetterKind
@@ -20,7 +21,6 @@ from scanning.models import Finding, ScanRun, Target
 from scanning.signals import finding_recorded
 from tests.base import BaseTestCase
 from tests.letters.helpers import PageText, approved_template
-from tests.traps.smtp_traps import run_trap
 
 FAST_SCAN = {
     "SCAN_ALLOW_PRIVATE": True,

@@ -9,12 +9,12 @@ from unittest import mock
 from django.test import override_settings
 from django.utils import timezone
 
+from fakes.smtp_traps import run_trap
 from scanning import services
 from scanning.models import Finding, ScanBatch, ScanRun
 from scanning.tasks import probe_batch
 from tests.base import BaseTestCase
 from tests.scanning.test_scan_runs import FAST, smtp_target
-from tests.traps.smtp_traps import run_trap
 
 PAST = timedelta(seconds=1)
 

@@ -23,13 +23,13 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 
+from fakes import proxy_traps
 from scanning.hitstore import DatabaseHitStore
 from scanning.models import CanaryHit as CanaryHitRow
 from scanning.probes.base import Limits, Reason, Verdict
 from scanning.probes.canary import CanaryConfig, CanaryHit, canary_answer, new_token
 from scanning.probes.open_proxy import probe_http_proxy, selfcheck
 from tests.conftest import require
-from tests.traps import proxy_traps
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 HOST = "127.0.57.1"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.traps import proxy_traps, smtp_traps
+from fakes import proxy_traps, smtp_traps
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 KEYS = {

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
+from fakes.proxy_traps import running_canary
 from scanning.probes.base import EvidenceLevel, Limits, ProbeResult, Protocol, Reason, Verdict
 from scanning.probes.canary import CanaryConfig, MemoryHitStore, canary_answer
 from scanning.probes.open_proxy import probe_http_proxy, probe_socks4, probe_socks5
 from scanning.probes.smtp_relay import probe_smtp
 from scanning.probes.smtp_sink import SINK_BANNER_MARKER
 from tests.peers.servers import Peer, require_peer, start_peer
-from tests.traps.proxy_traps import running_canary
 
 pytestmark = pytest.mark.peers
 

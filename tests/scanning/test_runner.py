@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from fakes import proxy_traps, smtp_traps
 from scanning.probes.base import Limits, ProbeResult, Protocol, Reason, Verdict, release_turn
 from scanning.probes.canary import CanaryConfig, HitStore
 from scanning.probes.runner import (
@@ -29,7 +30,6 @@ from scanning.probes.runner import (
     protocols_for_port,
     refuse_reason,
 )
-from tests.traps import proxy_traps, smtp_traps
 
 LIMITS = Limits(connect_timeout=1.0, reply_timeout=0.5, exchange_timeout=5.0, confirm_wait=2.0)
 FAST = ScanOptions(

@@ -8,12 +8,12 @@ from unittest import mock
 from django.test import override_settings
 from django.utils import timezone
 
+from fakes import proxy_traps
+from fakes.smtp_traps import run_trap
 from scanning import services, tasks
 from scanning.models import Exclusion, Finding, ScanBatch, ScanRun, Target
 from scanning.tasks import probe_batch
 from tests.base import BaseTestCase
-from tests.traps import proxy_traps
-from tests.traps.smtp_traps import run_trap
 
 FAST = {
     "SCAN_ALLOW_PRIVATE": True,

@@ -1,4 +1,4 @@
-"""Open proxy probes against the trap servers of tests/traps/proxy_traps.py (loopback only)."""
+"""Open proxy probes against the trap servers of fakes/proxy_traps.py (loopback only)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import json
 import socket
 from collections.abc import Awaitable, Callable
 
+from fakes.proxy_traps import run_trap, running_canary
 from scanning.probes.base import EvidenceLevel, Limits, ProbeResult, Reason, Verdict
 from scanning.probes.canary import CanaryConfig, canary_answer
 from scanning.probes.open_proxy import probe_http_proxy, probe_socks4, probe_socks5, selfcheck
 from scanning.probes.smtp_sink import SINK_BANNER_MARKER
-from tests.traps.proxy_traps import run_trap, running_canary
 
 TRAP_HOST = "127.0.31.1"
 SOURCE = "127.0.32.1"

@@ -8,13 +8,13 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fakes.proxy_traps import running_canary
 from scanning.probes.base import Limits, ProbeResult, Protocol, Reason, Transcript, Verdict
 from scanning.probes.canary import CanaryConfig, MemoryHitStore, canary_answer
 from scanning.probes.canary_http import start_http_canary
 from scanning.probes.open_proxy import probe_http_proxy
 from scanning.probes.runner import Scanner, ScanOptions, parse_target, refuse_reason
 from scanning.probes.smtp_relay import probe_smtp
-from tests.traps.proxy_traps import running_canary
 
 LIMITS = Limits(connect_timeout=1, reply_timeout=1, exchange_timeout=5, confirm_wait=1)
 DOMAIN = "canary.test"

@@ -5,6 +5,7 @@ import json
 import socket
 from typing import Any
 
+from fakes.smtp_traps import TrapAddress, final_recipient, run_trap
 from scanning.probes.base import (
     EvidenceLevel,
     Limits,
@@ -17,7 +18,6 @@ from scanning.probes.base import (
 from scanning.probes.canary import CanaryConfig, MemoryHitStore, new_token
 from scanning.probes.smtp_relay import probe_smtp
 from scanning.probes.smtp_sink import start_smtp_sink
-from tests.traps.smtp_traps import TrapAddress, final_recipient, run_trap
 
 LIMITS = Limits(connect_timeout=1, reply_timeout=1, exchange_timeout=5, confirm_wait=2)
 # The exchange bound (plus the outer guard's second) and the confirmation wait: the most a probe

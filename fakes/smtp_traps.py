@@ -138,7 +138,7 @@ def server_tls_context() -> ssl.SSLContext:
     return ctx
 
 
-def _strip_path(arg: str) -> str:
+def strip_path(arg: str) -> str:
     arg = arg.strip()
     if arg.startswith("<"):
         arg = arg[1 : arg.find(">")] if ">" in arg else arg[1:]
@@ -149,7 +149,7 @@ def _strip_path(arg: str) -> str:
 
 def final_recipient(path: str) -> str | None:
     """Where a relay that honours every historic routing trick would deliver `path`."""
-    a = _strip_path(path)
+    a = strip_path(path)
     if a.startswith("@") and ":" in a:  # source route
         a = a.split(":", 1)[1]
     a = a.replace('"', "")
@@ -193,7 +193,7 @@ async def forward(
 
         await expect(b"220")
         await say("EHLO relay.trap.test", b"250")
-        await say(f"MAIL FROM:<{_strip_path(mail_from)}>", b"250")
+        await say(f"MAIL FROM:<{strip_path(mail_from)}>", b"250")
         for rcpt in rcpts:
             await say(f"RCPT TO:<{rcpt}>", b"250")
         await say("DATA", b"354")
@@ -323,7 +323,7 @@ class _SmtpSession:
         if self.mail_from is None:
             return await self.refuse("503 5.5.1 Error: need MAIL command")
         path = text.split(":", 1)[1].strip()
-        address = _strip_path(path)
+        address = strip_path(path)
         invalid = address.lower().rstrip(".").endswith(".invalid")
         kind = self.behaviour
         if kind == "closed":
