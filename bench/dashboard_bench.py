@@ -135,6 +135,7 @@ def populate(cases: int, *, seed: int = 7) -> dict[str, int]:
                 partner=owner_partner[i],
                 language="en",
                 status=status,
+                review_reason="Weak evidence only." if status == Case.Status.NEEDS_REVIEW else "",
                 opened_at=found,
                 status_changed_at=changed,
             )
