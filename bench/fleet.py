@@ -34,7 +34,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-# The fleet's relays forward and parse paths exactly as the test traps do.
+# The fleet's relays forward and parse paths exactly as the traps of the test suite do.
 from fakes.smtp_traps import final_recipient, forward, strip_path
 
 IO_TIMEOUT = 10.0

@@ -36,7 +36,9 @@ class WebhookCase(BaseTestCase):
         # A 500 must show up as a status here, not as an exception in the test.
         self.web = Client(raise_request_exception=False)
 
-    def post(self, url: str, body: str, *, content_type: str = "application/json", **extra: Any):
+    def post(
+        self, url: str, body: str | bytes, *, content_type: str = "application/json", **extra: Any
+    ):
         with self.captureOnCommitCallbacks(execute=True):
             return self.web.post(url, data=body, content_type=content_type, **extra)
 
@@ -106,18 +108,18 @@ class ForgedEventsTestCase(WebhookCase):
 
 @override_settings(ANYMAIL=SECURED, ANYMAIL_WEBHOOK_ESPS=ALL_ESPS)
 class MalformedBodiesTestCase(WebhookCase):
-    def post_to(self, esp: str, body: str) -> Any:
+    def post_to(self, esp: str, body: str | bytes) -> Any:
         extra: dict[str, Any] = dict(AUTH)
         content_type = "application/json"
         if esp == "amazon_ses":
-            content_type = "text/plain; charset=UTF-8"
+            content_type = "text/plain; charset=utf-8"
             extra |= {
                 "HTTP_X_AMZ_SNS_MESSAGE_TYPE": "Notification",
                 "HTTP_X_AMZ_SNS_MESSAGE_ID": "m",
             }
         return self.post(f"/anymail/{esp}/tracking/", body, content_type=content_type, **extra)
 
-    def assert_refused(self, body: str, esps: list[str] = ALL_ESPS) -> None:
+    def assert_refused(self, body: str | bytes, esps: list[str] = ALL_ESPS) -> None:
         for esp in esps:
             with self.subTest(esp=esp, body=body[:40]):
                 self.assertEqual(self.post_to(esp, body).status_code, 400)
@@ -125,7 +127,7 @@ class MalformedBodiesTestCase(WebhookCase):
 
     def test_it_answers_malformed_json_with_400_not_500(self) -> None:
         self.assert_refused('{"RecordType": "Bounce", ')
-        self.assert_refused("\xff\xfe not even text")
+        self.assert_refused(b"\xff\xfe\xfd not even UTF-8")
 
     def test_it_answers_a_json_list_with_400_not_500(self) -> None:
         self.assert_refused("[1, 2, 3]", ["postmark", "mailgun", "amazon_ses"])
