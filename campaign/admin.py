@@ -557,9 +557,10 @@ class CaseAdmin(PartnerScopedAdmin):
 
     @admin.display(description="Server owner", ordering="server_owner__name")
     def owner_name(self, obj: Case) -> str:
-        return obj.server_owner.name  # a plain cell wraps; a foreign key's is kept on one line
+        # A plain cell wraps (a foreign key's is kept on one line), within a narrow box.
+        return format_html('<span class="owner">{}</span>', obj.server_owner.name)
 
-    @admin.display(description="Partner · lang.", ordering="partner__country")
+    @admin.display(description="Partner", ordering="partner__country")
     def partner_code(self, obj: Case) -> str:
         # Country code and letter language in one narrow cell: the list fits a laptop.
         return format_html(
@@ -676,7 +677,10 @@ class CaseAdmin(PartnerScopedAdmin):
     def next_step(self, obj: Case) -> str:
         # The schedule's own plan ("reminder on 28 Dec if still open"), not a promise by status.
         paused = obj.campaign.is_paused or obj.partner.automation_paused
-        return obj.next_action_label + (" (paused)" if paused and obj.next_action else "")
+        full = obj.next_action_label + (" (paused)" if paused and obj.next_action else "")
+        # The list shows the first step only (it must fit a laptop); the case page has it all.
+        short = full.split(";", 1)[0] + (" (paused)" if paused and ";" in full else "")
+        return format_html('<span title="{}">{}</span>', full, short)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # Ownership and routing of an existing case change through services, not by editing.

@@ -66,7 +66,8 @@ def test_a_scan_run_finishes_after_its_worker_is_killed(
         run.targets.set(targets)
         batches = [ScanBatch.objects.create(scan_run=run, target_ids=[t.pk]) for t in targets]
         # Published to our own Redis, as scan_run_start does on commit.
-        broker = Celery(broker=redis_server.url)
+        # Not the current app: shared tasks called later in this process must keep the project's.
+        broker = Celery(broker=redis_server.url, set_as_current=False)
         for batch in batches:
             broker.send_task("scanning.probe_batch", args=[batch.pk], queue="scans",
                              routing_key="scans")  # fmt: skip

@@ -50,7 +50,10 @@ def web_environment(tmp_path: Path, **given: str) -> dict[str, str]:
     # A deployer's .env holds SECRET_KEY (the compose file refuses to start without it).
     given = {"SECRET_KEY": secrets.token_urlsafe(50), **given}
     declared = compose()["services"]["web"]["environment"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
+    # Only the machine's basics: nothing the test session itself set (the browser tests allow
+    # Django's async-unsafe calls for Playwright, which check --deploy rightly flags).
+    inherited = ("DATABASE_", "REDIS_", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
     env.update({name: interpolate(value, given) for name, value in declared.items()})
     env["VAR_DIR"] = str(tmp_path)
     return env

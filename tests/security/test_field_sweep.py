@@ -40,7 +40,6 @@ PARTNER_EDITABLE: dict[tuple[type[models.Model], str], str] = {
     (Case, "server_owner"): SCOPED,
     (Case, "partner"): SCOPED,
     (Case, "language"): "the letter language of the partner's own case",
-    (Case, "review_reason"): "the partner's own review note",
     (Case, "next_action_at"): "the partner's own schedule",
     (Suppression, "partner"): SCOPED + "; a partner's suppression stops only its letters",
     (Suppression, "server_owner"): SCOPED,
