@@ -120,7 +120,7 @@ def _add_run_targets_sql(run: ScanRun, targets: QuerySet[Target]) -> int:
             for f in ScanBatch._meta.concrete_fields
             if not f.primary_key and f.name not in ("scan_run", "target_ids", "created_at")
         ]
-        columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
         defaults = [f.get_db_prep_save(f.get_default(), connection) for f in fields]
         placeholders = ", ".join("%s" for _ in fields)
         cursor.execute(
