@@ -179,12 +179,12 @@ _STATEMENTS = [
     """,
     """
     INSERT INTO campaign_case (reference, campaign_id, server_owner_id, partner_id, language,
-        status, review_reason, remediation_token_hash, opened_at, status_changed_at,
-        next_action_at)
+        status, review_reason, remediation_token_hash, attention, attention_note, next_action,
+        opened_at, status_changed_at, next_action_at)
     SELECT 'SYS-2026-' || lpad(o.id::text, 6, '0'), %(campaign)s, o.id, o.partner_id, 'en',
         (ARRAY['ready', 'notified', 'notified', 'reminded', 'escalated', 'fixed', 'fixed',
                'needs_review', 'unresponsive', 'new'])[1 + o.id %% 10],
-        '', '', now() - ((o.id %% 80) || ' days')::interval,
+        '', '', '', '', '', now() - ((o.id %% 80) || ' days')::interval,
         now() - ((o.id %% 20) || ' days')::interval,
         CASE WHEN o.id %% 10 IN (1, 2, 3) THEN now() + ((o.id %% 30) || ' days')::interval END
     FROM campaign_serverowner o

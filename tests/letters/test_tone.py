@@ -586,6 +586,24 @@ def test_unknown_language_is_refused() -> None:
     assert tone.normalize_language("zh_Hant") == "zh-hant"
 
 
+def test_rules_that_cannot_load_stop_the_check_rather_than_pass_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tone check guards approval: a missing or empty rules file fails closed.
+    for language in tone.LANGUAGES:
+        (tmp_path / f"{language}.toml").write_bytes(
+            (tone.RULES_DIR / f"{language}.toml").read_bytes()
+        )
+    monkeypatch.setattr(tone, "RULES_DIR", tmp_path)
+    assert set(tone._load_rules()[0]) == set(tone.LANGUAGES)  # the copy loads
+    (tmp_path / "de.toml").write_text("[allow]\npatterns = []\n", encoding="utf-8")
+    with pytest.raises(RuntimeError, match="de.toml: no \\[rules\\] table"):
+        tone._load_rules()
+    (tmp_path / "de.toml").unlink()
+    with pytest.raises(FileNotFoundError):
+        tone._load_rules()
+
+
 def test_check_file_takes_the_language_from_the_folder(tmp_path: Path) -> None:
     path = tmp_path / "templates" / "letters" / "de" / "initial.html"
     path.parent.mkdir(parents=True)
