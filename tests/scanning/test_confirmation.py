@@ -156,8 +156,10 @@ class ConfirmationTestCase(BaseTestCase):
             1,
         )
 
-    def provisional(self, verdict: str = "likely-open-weak", **fields: Any) -> Finding:
-        target = self.alpha_case.findings.get().target
+    def provisional(
+        self, verdict: str = "likely-open-weak", token: str = "a" * 32, **fields: Any
+    ) -> Finding:
+        target = self.alpha_case.findings.order_by("pk").first().target  # type: ignore[union-attr]
         now = timezone.now()
         finding = Finding.objects.create(
             target=target,
@@ -165,7 +167,7 @@ class ConfirmationTestCase(BaseTestCase):
             verdict=verdict,
             evidence_level="weak" if verdict == "likely-open-weak" else "medium",
             reasons=["rcpt_2xx_external", "data_accepted", "accepted_not_delivered"],
-            token="a" * 32,
+            token=token,
             details={"delivered": False, "canary_hits": []},
             transcript=[{"t_ms": 0, "direction": "<", "text": "250 queued"}],
             probed_at=now,
@@ -256,6 +258,20 @@ class ConfirmationTestCase(BaseTestCase):
         # A delivery after the deadline leaves the final verdict alone (the next re-probe sees).
         deliver(catch_all.token, timezone.now() + timedelta(hours=2))
         self.assertEqual(tasks.confirm_findings([catch_all.token]), 0)
+
+    def test_a_row_the_probes_rule_cannot_read_is_logged_and_the_sweep_goes_on(self) -> None:
+        unreadable = self.provisional(token="e" * 32, transport="pigeon")
+        readable = self.provisional(token="f" * 32)
+        deliver(unreadable.token, timezone.now())
+        deliver(readable.token, timezone.now())
+        with self.assertLogs("scanning.confirmation", "ERROR") as logs:
+            self.assertEqual(tasks.confirm_findings(None), 1)
+        self.assertIn(f"finding {unreadable.pk}: confirmation failed", logs.output[0])
+        unreadable.refresh_from_db()
+        readable.refresh_from_db()
+        self.assertEqual((unreadable.verdict, unreadable.final), ("likely-open-weak", False))
+        self.assertEqual((readable.verdict, readable.final), ("confirmed-open", True))
+        self.assertEqual(CaseEvent.objects.filter(kind=CaseEvent.Kind.FINDING_CONFIRMED).count(), 1)
 
     def test_a_finding_with_a_delivery_on_record_is_confirmed_not_settled(self) -> None:
         finding = self.provisional()
