@@ -158,7 +158,7 @@ _STATEMENTS = [
     INSERT INTO scanning_finding (target_id, scan_run_id, protocol, transport, transport_status,
         verdict, evidence_level, reasons, software_family, software_version, software_source,
         reverse_dns, duration_ms, retry_after, token, details, transcript, catalogue_version,
-        probed_at)
+        probed_at, final)
     SELECT t.id, NULL, t.protocol, 'plain', 'success',
         (ARRAY['confirmed-open', 'confirmed-open', 'confirmed-open', 'confirmed-open',
                'likely-open', 'likely-open', 'likely-open-weak', 'closed', 'auth-required',
@@ -174,7 +174,7 @@ _STATEMENTS = [
             jsonb_build_object('t_ms', 0, 'direction', '<', 'text', '220 ' || t.hostname),
             jsonb_build_object('t_ms', 3, 'direction', '>', 'text', 'EHLO scanner.example'),
             jsonb_build_object('t_ms', 9, 'direction', '<', 'text', '250 OK')),
-        '', t.first_seen + interval '1 hour'
+        '', t.first_seen + interval '1 hour', true
     FROM scanning_target t
     """,
     """
