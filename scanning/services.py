@@ -320,7 +320,8 @@ async def _probe_targets(
         if isinstance(hits, MemoryHitStore):  # the deployed canary's hits are in the table
             for result in results:
                 if confirmation.is_provisional(result) and result.token:
-                    local_hits += hits.hits(result.token)
+                    # A read of what is already there (timeout 0): no waiting here either.
+                    local_hits += await hits.wait_for(result.token, kind="smtp", timeout=0)
         return _Outcome(
             results=results,
             refused=refused,

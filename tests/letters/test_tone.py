@@ -3,8 +3,6 @@ benign look-alikes pass, and hits point at the source file's line."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from letters import tone
+from tests.commandline import Ran, manage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -650,14 +649,8 @@ def _write(root: Path, relative: str, text: str) -> Path:
     return path
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", "check_tone", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _run(*args: str) -> Ran:
+    return manage("check_tone", *args)
 
 
 def test_command_exit_statuses_and_output_format(tmp_path: Path) -> None:
