@@ -12,11 +12,13 @@ from typing import Any
 from unittest import mock
 
 import time_machine
+from django.conf import settings
 from django.db import connection
 from django.test import TransactionTestCase, override_settings
 from django.utils import timezone
 
 from campaign.models import Attribution, Case, CaseEvent, Contact, ServerOwner
+from config.celery import app
 from fakes.smtp_traps import run_trap
 from scanning import confirmation, services, tasks
 from scanning.hitstore import DatabaseHitStore
@@ -281,6 +283,32 @@ class ConfirmationTestCase(BaseTestCase):
             self.assertEqual(tasks.confirm_findings(None), 1)
         finding.refresh_from_db()
         self.assertEqual((finding.verdict, finding.final), ("confirmed-open", True))
+
+    def test_beat_runs_both_sweeps_on_the_default_queue(self) -> None:
+        for entry_name, task_name in (
+            ("confirm-findings", "sweeps.confirm_findings"),
+            ("settle-findings", "sweeps.settle_findings"),
+        ):
+            entry = settings.CELERY_BEAT_SCHEDULE[entry_name]
+            self.assertEqual(entry["task"], task_name)
+            self.assertLessEqual(entry["schedule"], 5 * 60)
+            # Never behind probe batches on the scans queue.
+            self.assertEqual(app.amqp.router.route({}, task_name)["queue"].name, "default")
+
+    def test_health_names_findings_left_provisional_past_their_deadline(self) -> None:
+        from letters.health import health_report
+
+        finding = self.provisional()
+        self.assertEqual(health_report()["findings_unsettled"], 0)
+        Finding.objects.filter(pk=finding.pk).update(confirm_by=timezone.now() - timedelta(hours=1))
+        report = health_report()
+        self.assertEqual(report["findings_unsettled"], 1)
+        self.assertIn(
+            "1 finding(s) provisional past their deadline (is the settle sweep running?)",
+            report["problems"],
+        )
+        tasks.settle_findings()
+        self.assertEqual(health_report()["findings_unsettled"], 0)
 
 
 @override_settings(**FAST)
