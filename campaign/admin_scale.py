@@ -15,12 +15,13 @@ from django.contrib import admin
 from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import IntegerField, Q, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
+SHOWN_ROWS = 50  # rows of a long related list shown on a change page; the rest are linked
 ASN = re.compile(r"^(?:AS)?\s*(\d{1,10})$", re.IGNORECASE)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -220,6 +221,14 @@ def choices_filter(
             "choice_source": staticmethod(choices),
         },
     )
+
+
+class SubqueryCount(Subquery):
+    """The number of rows a correlated subquery returns, computed for each shown row only
+    (an index lookup each), never by joining and grouping the whole related table."""
+
+    template = "(SELECT count(*) FROM (%(subquery)s) AS counted)"
+    output_field = IntegerField()
 
 
 class ScalePaginator(Paginator):

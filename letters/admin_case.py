@@ -30,8 +30,9 @@ from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from campaign import selectors, workflow
-from campaign.admin import LANGUAGE_NAMES, CaseAdmin, status_badge
 from campaign.admin_base import log_service_action
+from campaign.admin_case_display import LANGUAGE_NAMES, NEXT_ACTIONS, status_badge
+from campaign.admin_cases import CaseAdmin
 from campaign.models import Case, Suppression
 from letters import links, rendering, services
 from letters.models import Letter, LetterKind, RemediationLink
@@ -232,13 +233,7 @@ def _campaign_deadline(case: Case, letters: list[Letter]) -> Any:
     return min(sent) + timedelta(days=days) if days is not None else None
 
 
-def _next_steps() -> dict[str, str]:
-    from campaign.admin import NEXT_ACTIONS
-
-    return {str(k): v for k, v in NEXT_ACTIONS.items()}
-
-
-NEXT_STEP = _next_steps()
+NEXT_STEP = {str(k): v for k, v in NEXT_ACTIONS.items()}
 
 
 def _queue_rows(request: HttpRequest, cases: list[Case], *, fresh: bool) -> list[dict[str, Any]]:

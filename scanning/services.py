@@ -9,7 +9,7 @@ import ipaddress
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -17,9 +17,13 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from scanning.models import Exclusion, Finding, Protocol, ScanBatch, ScanRun, Target
+from scanning import confirmation
+from scanning.confirmation import findings_confirm_from_hits
+from scanning.models import CanaryHit, Exclusion, Finding, Protocol, ScanBatch, ScanRun, Target
 from scanning.probes import cli, runner
 from scanning.probes.base import Limits, ProbeResult, host_port
+from scanning.probes.canary import CanaryHit as Hit
+from scanning.probes.canary import MemoryHitStore
 from scanning.signals import finding_recorded
 
 logger = logging.getLogger(__name__)
@@ -213,7 +217,13 @@ def scan_batch_probe(*, batch_id: int, claim: str = "") -> None:
             {"target": _given(targets[pk]) if pk in targets else str(pk), "reason": why}
             for pk, why in outcome.refusal_reasons.items()
         ],
+        hits=outcome.hits,
     )
+    # A delivery the canary stored while this batch was still writing found no finding to
+    # upgrade: look once now rather than at the next sweep.
+    provisional = [f.token for f in findings if not f.final]
+    if provisional:
+        findings_confirm_from_hits(tokens=provisional)
     delays = settings.SCAN_GREYLIST_RETRY_DELAYS
     if retry and batch.attempt < len(delays):
         _schedule_retry(batch, retry, delays[batch.attempt])
@@ -225,6 +235,9 @@ class _Outcome:
     refused: list[int]
     void: bool
     refusal_reasons: dict[int, str] = dataclasses.field(default_factory=dict)
+    # Deliveries our own in-process canary received for provisional results; they are kept
+    # with the findings, since that canary stops with the batch.
+    hits: list[Hit] = dataclasses.field(default_factory=list)
 
 
 async def _probe_targets(
@@ -243,7 +256,9 @@ async def _probe_targets(
         source=settings.SCAN_SOURCE_ADDRESS or None,
         scanner_name=settings.SCANNER_NAME,
         user_agent=probe_environment().user_agent,
-        limits=scan_limits(),
+        # No session waits for the canary: a relay that took the test message is stored
+        # provisional and upgraded whenever the delivery arrives (scanning/confirmation.py).
+        limits=dataclasses.replace(scan_limits(), confirm_wait=0),
         network_rate=settings.SCAN_NETWORK_RATE,
         max_concurrency=settings.SCAN_CONCURRENCY,
     )
@@ -266,11 +281,17 @@ async def _probe_targets(
         results = await scanner.run_each(
             [(rt, protocols[pk], tokens.get(pk)) for pk, rt in runnable.items()]
         )
+        local_hits: list[Hit] = []
+        if isinstance(hits, MemoryHitStore):  # the deployed canary's hits are in the table
+            for result in results:
+                if confirmation.is_provisional(result) and result.token:
+                    local_hits += hits.hits(result.token)
         return _Outcome(
             results=results,
             refused=refused,
             void=scanner.selfcheck_passed is False,
             refusal_reasons={pk: str(why) for pk, why in reasons.items()},
+            hits=local_hits,
         )
 
 
@@ -280,6 +301,7 @@ def _given(target: Target) -> str:
 
 def _finding_from(result: ProbeResult, target: Target, scan_run_id: int, now: datetime) -> Finding:
     software = result.software
+    provisional = confirmation.is_provisional(result)
     return Finding(
         target=target,
         scan_run_id=scan_run_id,
@@ -299,6 +321,8 @@ def _finding_from(result: ProbeResult, target: Target, scan_run_id: int, now: da
         transcript=result.transcript,
         catalogue_version=result.catalogue_version,
         probed_at=now,
+        final=not provisional,
+        confirm_by=confirmation.confirm_deadline(now) if provisional else None,
     )
 
 
@@ -310,6 +334,7 @@ def _finish_batch(
     refused: list[int],
     error: str = "",
     refusals: list[dict[str, str]] | None = None,
+    hits: list[Hit] | None = None,
 ) -> None:
     with transaction.atomic():
         # Only the claim's holder records: a worker whose claim was taken over (it looked dead)
@@ -320,6 +345,8 @@ def _finish_batch(
             logger.warning("%s: claim lost to another worker; results dropped", batch)
             return
         stored = Finding.objects.bulk_create(findings)
+        if hits:
+            CanaryHit.objects.bulk_create(_hit_rows(hits))
         run = ScanRun.objects.select_for_update().get(pk=batch.scan_run_id)
         counts = dict(run.verdict_counts)
         if status == ScanBatch.Status.DONE:
@@ -359,6 +386,27 @@ def _finish_batch(
             transaction.on_commit(
                 functools.partial(finding_recorded.send, sender=Finding, finding=finding)
             )
+
+
+def _hit_rows(hits: list[Hit]) -> list[CanaryHit]:
+    return [
+        CanaryHit(
+            token=hit.token[:64],
+            kind=hit.kind[:8],
+            peer_ip=_address_or_unknown(hit.peer_ip),
+            headers=hit.headers,
+            detail=hit.detail,
+            at=datetime.fromtimestamp(hit.at, UTC),
+        )
+        for hit in hits
+    ]
+
+
+def _address_or_unknown(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return "::"  # the column needs an address; the hit is kept, its peer unknown
 
 
 def _schedule_retry(batch: ScanBatch, tokens: dict[int, str], delay: int) -> None:

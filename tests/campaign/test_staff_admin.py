@@ -160,6 +160,30 @@ class ImportAndScanRecordsTestCase(BaseTestCase):
         self.assertContains(response, "line 3: port 70000 is out of range (+1 more)")
         self.assertContains(self.client.get("/admin/"), "Import batches")
 
+    def test_a_failed_job_counts_as_having_problems_even_with_nothing_counted(self) -> None:
+        # One yes/no filter serves imports and attribution runs: a count, or a failed job.
+        failed = ImportBatch.objects.create(file_name="x.csv", format="csv", status="failed")
+        rejected = ImportBatch.objects.create(
+            file_name="bad.csv", format="csv", status="done", rows_rejected=1
+        )
+        clean = ImportBatch.objects.create(file_name="good.csv", format="csv", status="done")
+        crashed = AttributionJob.objects.create(status="failed", started_by=self.lead_staff)
+        erred = AttributionJob.objects.create(
+            status="done", error_count=3, started_by=self.lead_staff
+        )
+        fine = AttributionJob.objects.create(status="done", started_by=self.lead_staff)
+        self.client.force_login(self.regulator)
+
+        def listed(url: str, **params: str) -> set[int]:
+            response = self.client.get(url, params)
+            return {row.pk for row in response.context["cl"].result_list}
+
+        imports, jobs = "/admin/campaign/importbatch/", "/admin/campaign/attributionjob/"
+        self.assertEqual(listed(imports, rejected="yes"), {failed.pk, rejected.pk})
+        self.assertEqual(listed(imports, rejected="no"), {clean.pk})
+        self.assertEqual(listed(jobs, errors="yes"), {crashed.pk, erred.pk})
+        self.assertEqual(listed(jobs, errors="no"), {fine.pk})
+
     @override_settings(SCAN_ALLOW_PRIVATE=False)
     def test_a_finished_scan_run_is_read_only_and_says_who_and_why(self) -> None:
         run = ScanRun.objects.create(
