@@ -285,7 +285,7 @@ async def _probe_targets(
         if isinstance(hits, MemoryHitStore):  # the deployed canary's hits are in the table
             for result in results:
                 if confirmation.is_provisional(result) and result.token:
-                    local_hits += hits.hits(result.token)
+                    local_hits += await hits.hits(result.token)
         return _Outcome(
             results=results,
             refused=refused,
