@@ -61,10 +61,12 @@ def findings_confirm_from_hits(*, tokens: Iterable[str] | None = None) -> int:
         pending = pending.filter(token__in=wanted)
     upgraded = 0
     for pk in _each_pk(pending):
+        # One finding, one transaction: a row that fails (a value the probe's rule cannot read,
+        # a receiver's error) is rolled back whole and logged, and the sweep goes on.
         try:
             upgraded += _confirm_one(pk)
-        except ValueError:  # a stored row the probe's rule cannot read: left for the deadline
-            logger.exception("finding %s could not be confirmed", pk)
+        except Exception:
+            logger.exception("finding %s: confirmation failed; kept provisional", pk)
     return upgraded
 
 
@@ -75,8 +77,18 @@ def findings_settle_overdue(*, now: datetime | None = None) -> int:
     due = Finding.objects.filter(final=False, confirm_by__lte=now).exclude(Exists(_deliveries()))
     settled = 0
     for pk in _each_pk(due):
-        settled += _settle_one(pk, now)
+        try:
+            settled += _settle_one(pk, now)
+        except Exception:
+            logger.exception("finding %s: settling failed; kept provisional", pk)
     return settled
+
+
+def findings_provisional_overdue(*, now: datetime | None = None) -> int:
+    """Provisional findings two sweeps past their deadline: the settle sweep is not running."""
+    now = now or timezone.now()
+    late = now - timedelta(seconds=2 * settings.RECONCILE_INTERVAL)
+    return Finding.objects.filter(final=False, confirm_by__lt=late).count()
 
 
 def _each_pk(queryset: QuerySet[Finding]) -> Iterable[int]:
@@ -204,6 +216,7 @@ def _recount(finding: Finding, previous: str) -> None:
 __all__ = [
     "confirm_deadline",
     "findings_confirm_from_hits",
+    "findings_provisional_overdue",
     "findings_settle_overdue",
     "is_provisional",
     "probe_result",

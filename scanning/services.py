@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -55,8 +55,8 @@ def _chunks(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
-# Links and batches are written this many target ids at a time: memory stays flat however many
-# targets a run has, and no statement carries a million parameters.
+# Elsewhere than on PostgreSQL, links and batches are written this many target ids at a time
+# (rounded to whole batches): memory stays flat, and no statement carries a million parameters.
 RUN_CHUNK = 10_000
 # Probe tasks are sent this many at a time by the dispatch task, which then sends itself for the
 # next ones: starting a run of a million targets does not wait for 20,000 messages.
@@ -72,23 +72,25 @@ def scan_run_start(
     requested_by: User | None = None,
     confirm_relays: bool = True,
 ) -> ScanRun:
-    """Create a scan run of these targets (ids, or a queryset read in chunks) and its batches;
-    on commit, a dispatch task queues the batches' probe tasks in chunks."""
+    """Create a scan run of these targets (ids, or a queryset never read into Python on
+    PostgreSQL) and its batches of SCAN_BATCH_SIZE targets in id order; on commit, a dispatch
+    task queues the batches' probe tasks in chunks."""
     from scanning.tasks import dispatch_scan_run_task  # tasks import this module
 
     run = ScanRun.objects.create(
         label=label[:200], requested_by=requested_by, confirm_relays=confirm_relays
     )
-    if targets is not None:
-        ids: Iterable[int] = (
-            targets.order_by("pk").values_list("pk", flat=True).distinct().iterator(RUN_CHUNK)
-        )
+    if targets is None:
+        targets = Target.objects.filter(pk__in=sorted(set(target_ids or ())))
+    if connection.vendor == "postgresql":
+        total = _add_run_targets_sql(run, targets)
     else:
-        ids = sorted(set(target_ids or ()))
-    total = 0
-    for chunk in _id_chunks(ids, RUN_CHUNK):
-        _add_run_chunk(run, chunk)
-        total += len(chunk)
+        ids = targets.order_by("pk").values_list("pk", flat=True).distinct().iterator(RUN_CHUNK)
+        size = settings.SCAN_BATCH_SIZE
+        total = 0
+        for chunk in _id_chunks(ids, max(RUN_CHUNK // size, 1) * size):
+            _add_run_chunk(run, chunk)
+            total += len(chunk)
     ScanRun.objects.filter(pk=run.pk).update(targets_total=total)
     run.targets_total = total
     if not total:
@@ -98,6 +100,39 @@ def scan_run_start(
         return run
     dispatch_scan_run_task.delay_on_commit(run.pk)
     return run
+
+
+def _add_run_targets_sql(run: ScanRun, targets: QuerySet[Target]) -> int:
+    """Links and batches by two INSERT ... SELECT statements: a million targets never pass
+    through Python. Returns the number of targets."""
+    scope, params = targets.order_by().values("pk").query.sql_with_params()
+    through = ScanRun.targets.through._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {through} (scanrun_id, target_id) "
+            f"SELECT %s, s.id FROM ({scope}) AS s(id) GROUP BY s.id",
+            [run.pk, *params],
+        )
+        total = cursor.rowcount
+        # Every other column as a new ScanBatch has it, so a field added later comes along.
+        fields = [
+            f
+            for f in ScanBatch._meta.concrete_fields
+            if not f.primary_key and f.name not in ("scan_run", "target_ids", "created_at")
+        ]
+        columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+        defaults = [f.get_db_prep_save(f.get_default(), connection) for f in fields]
+        placeholders = ", ".join("%s" for _ in fields)
+        cursor.execute(
+            f"INSERT INTO {ScanBatch._meta.db_table} (scan_run_id, target_ids, created_at, "
+            f"{columns}) "
+            f"SELECT %s, jsonb_agg(target_id ORDER BY target_id), %s, {placeholders} "
+            f"FROM (SELECT target_id, (row_number() OVER (ORDER BY target_id) - 1) / %s AS n "
+            f"      FROM {through} WHERE scanrun_id = %s) AS numbered "
+            "GROUP BY n ORDER BY n",
+            [run.pk, timezone.now(), *defaults, settings.SCAN_BATCH_SIZE, run.pk],
+        )
+    return int(total)
 
 
 def _id_chunks(ids: Iterable[int], size: int) -> Iterator[list[int]]:
@@ -285,7 +320,8 @@ async def _probe_targets(
         if isinstance(hits, MemoryHitStore):  # the deployed canary's hits are in the table
             for result in results:
                 if confirmation.is_provisional(result) and result.token:
-                    local_hits += await hits.hits(result.token)
+                    # A read of what is already there (timeout 0): no waiting here either.
+                    local_hits += await hits.wait_for(result.token, kind="smtp", timeout=0)
         return _Outcome(
             results=results,
             refused=refused,

@@ -12,11 +12,13 @@ from typing import Any
 from unittest import mock
 
 import time_machine
+from django.conf import settings
 from django.db import connection
 from django.test import TransactionTestCase, override_settings
 from django.utils import timezone
 
 from campaign.models import Attribution, Case, CaseEvent, Contact, ServerOwner
+from config.celery import app
 from fakes.smtp_traps import run_trap
 from scanning import confirmation, services, tasks
 from scanning.hitstore import DatabaseHitStore
@@ -156,8 +158,10 @@ class ConfirmationTestCase(BaseTestCase):
             1,
         )
 
-    def provisional(self, verdict: str = "likely-open-weak", **fields: Any) -> Finding:
-        target = self.alpha_case.findings.get().target
+    def provisional(
+        self, verdict: str = "likely-open-weak", token: str = "a" * 32, **fields: Any
+    ) -> Finding:
+        target = self.alpha_case.findings.order_by("pk").first().target  # type: ignore[union-attr]
         now = timezone.now()
         finding = Finding.objects.create(
             target=target,
@@ -165,7 +169,7 @@ class ConfirmationTestCase(BaseTestCase):
             verdict=verdict,
             evidence_level="weak" if verdict == "likely-open-weak" else "medium",
             reasons=["rcpt_2xx_external", "data_accepted", "accepted_not_delivered"],
-            token="a" * 32,
+            token=token,
             details={"delivered": False, "canary_hits": []},
             transcript=[{"t_ms": 0, "direction": "<", "text": "250 queued"}],
             probed_at=now,
@@ -257,6 +261,20 @@ class ConfirmationTestCase(BaseTestCase):
         deliver(catch_all.token, timezone.now() + timedelta(hours=2))
         self.assertEqual(tasks.confirm_findings([catch_all.token]), 0)
 
+    def test_a_row_the_probes_rule_cannot_read_is_logged_and_the_sweep_goes_on(self) -> None:
+        unreadable = self.provisional(token="e" * 32, transport="pigeon")
+        readable = self.provisional(token="f" * 32)
+        deliver(unreadable.token, timezone.now())
+        deliver(readable.token, timezone.now())
+        with self.assertLogs("scanning.confirmation", "ERROR") as logs:
+            self.assertEqual(tasks.confirm_findings(None), 1)
+        self.assertIn(f"finding {unreadable.pk}: confirmation failed", logs.output[0])
+        unreadable.refresh_from_db()
+        readable.refresh_from_db()
+        self.assertEqual((unreadable.verdict, unreadable.final), ("likely-open-weak", False))
+        self.assertEqual((readable.verdict, readable.final), ("confirmed-open", True))
+        self.assertEqual(CaseEvent.objects.filter(kind=CaseEvent.Kind.FINDING_CONFIRMED).count(), 1)
+
     def test_a_finding_with_a_delivery_on_record_is_confirmed_not_settled(self) -> None:
         finding = self.provisional()
         deliver(finding.token, timezone.now())
@@ -265,6 +283,32 @@ class ConfirmationTestCase(BaseTestCase):
             self.assertEqual(tasks.confirm_findings(None), 1)
         finding.refresh_from_db()
         self.assertEqual((finding.verdict, finding.final), ("confirmed-open", True))
+
+    def test_beat_runs_both_sweeps_on_the_default_queue(self) -> None:
+        for entry_name, task_name in (
+            ("confirm-findings", "sweeps.confirm_findings"),
+            ("settle-findings", "sweeps.settle_findings"),
+        ):
+            entry = settings.CELERY_BEAT_SCHEDULE[entry_name]
+            self.assertEqual(entry["task"], task_name)
+            self.assertLessEqual(entry["schedule"], 5 * 60)
+            # Never behind probe batches on the scans queue.
+            self.assertEqual(app.amqp.router.route({}, task_name)["queue"].name, "default")
+
+    def test_health_names_findings_left_provisional_past_their_deadline(self) -> None:
+        from letters.health import health_report
+
+        finding = self.provisional()
+        self.assertEqual(health_report()["findings_unsettled"], 0)
+        Finding.objects.filter(pk=finding.pk).update(confirm_by=timezone.now() - timedelta(hours=1))
+        report = health_report()
+        self.assertEqual(report["findings_unsettled"], 1)
+        self.assertIn(
+            "1 finding(s) provisional past their deadline (is the settle sweep running?)",
+            report["problems"],
+        )
+        tasks.settle_findings()
+        self.assertEqual(health_report()["findings_unsettled"], 0)
 
 
 @override_settings(**FAST)
