@@ -184,7 +184,8 @@ _STATEMENTS = [
     SELECT 'SYS-2026-' || lpad(o.id::text, 6, '0'), %(campaign)s, o.id, o.partner_id, 'en',
         (ARRAY['ready', 'notified', 'notified', 'reminded', 'escalated', 'fixed', 'fixed',
                'needs_review', 'unresponsive', 'new'])[1 + o.id %% 10],
-        '', '', '', '', '', now() - ((o.id %% 80) || ' days')::interval,
+        CASE o.id %% 10 WHEN 7 THEN 'no usable contact' ELSE '' END, '', '', '', '',
+        now() - ((o.id %% 80) || ' days')::interval,
         now() - ((o.id %% 20) || ' days')::interval,
         CASE WHEN o.id %% 10 IN (1, 2, 3) THEN now() + ((o.id %% 30) || ' days')::interval END
     FROM campaign_serverowner o

@@ -84,6 +84,13 @@ def findings_settle_overdue(*, now: datetime | None = None) -> int:
     return settled
 
 
+def findings_provisional_overdue(*, now: datetime | None = None) -> int:
+    """Provisional findings two sweeps past their deadline: the settle sweep is not running."""
+    now = now or timezone.now()
+    late = now - timedelta(seconds=2 * settings.RECONCILE_INTERVAL)
+    return Finding.objects.filter(final=False, confirm_by__lt=late).count()
+
+
 def _each_pk(queryset: QuerySet[Finding]) -> Iterable[int]:
     last = 0
     while True:
@@ -209,6 +216,7 @@ def _recount(finding: Finding, previous: str) -> None:
 __all__ = [
     "confirm_deadline",
     "findings_confirm_from_hits",
+    "findings_provisional_overdue",
     "findings_settle_overdue",
     "is_provisional",
     "probe_result",
