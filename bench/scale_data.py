@@ -160,7 +160,7 @@ _STATEMENTS = [
     INSERT INTO scanning_finding (target_id, scan_run_id, protocol, transport, transport_status,
         verdict, evidence_level, reasons, software_family, software_version, software_source,
         reverse_dns, duration_ms, retry_after, token, details, transcript, catalogue_version,
-        probed_at)
+        probed_at, final)
     SELECT t.id, NULL, t.protocol, 'plain', 'success',
         (ARRAY['confirmed-open', 'confirmed-open', 'confirmed-open', 'confirmed-open',
                'likely-open', 'likely-open', 'likely-open-weak', 'closed', 'auth-required',
@@ -176,7 +176,7 @@ _STATEMENTS = [
             jsonb_build_object('t_ms', 0, 'direction', '<', 'text', '220 ' || t.hostname),
             jsonb_build_object('t_ms', 3, 'direction', '>', 'text', 'EHLO scanner.example'),
             jsonb_build_object('t_ms', 9, 'direction', '<', 'text', '250 OK')),
-        '', t.first_seen + interval '1 hour'
+        '', t.first_seen + interval '1 hour', true
     FROM scanning_target t
     """,
     """
@@ -184,7 +184,7 @@ _STATEMENTS = [
         status, review_reason, remediation_token_hash, opened_at, status_changed_at,
         next_action_at, next_action, attention, attention_at, attention_note)
     SELECT 'SYS-2026-' || lpad(o.id::text, 6, '0'), %(campaign)s, o.id, o.partner_id, 'en',
-        s.status, CASE WHEN s.status = 'needs_review' THEN 'Synthetic: evidence to check' ELSE ''
+        s.status, CASE WHEN s.status = 'needs_review' THEN 'no usable contact' ELSE ''
         END, '', now() - ((o.id %% 80) || ' days')::interval,
         now() - ((o.id %% 20) || ' days')::interval,
         CASE WHEN o.id %% 10 IN (1, 2, 3) THEN now() + ((o.id %% 30) || ' days')::interval END,

@@ -50,7 +50,7 @@ def transcript_dialogue(lines: list[dict[str, Any]]) -> str:
 class FindingInline(admin.TabularInline):
     model = Finding
     extra = 0
-    fields = ("probed_at", "protocol", "verdict", "evidence_level", "software_family")
+    fields = ("probed_at", "protocol", "verdict", "final", "evidence_level", "software_family")
     readonly_fields = fields
     can_delete = False
     show_change_link = True
@@ -117,12 +117,14 @@ class FindingAdmin(AddressSearchMixin, PartnerScopedAdmin):
         "target",
         "protocol",
         "verdict",
+        "final",
         "evidence_level",
         "software_family",
         "probed_at",
     )
     list_filter = (
         "verdict",
+        "final",  # provisional: waiting for our canary's word, or its deadline
         "evidence_level",
         "protocol",
         values_filter(Finding, "software_family", _("software")),

@@ -435,6 +435,8 @@ class CaseEvent(models.Model):
         OPENED = "opened", "Case opened"
         STATUS_CHANGED = "status_changed", "Status changed"
         FINDING_ADDED = "finding_added", "Finding added"
+        FINDING_CONFIRMED = "finding_confirmed", "Finding confirmed by the canary"
+        FINDING_SETTLED = "finding_settled", "Finding settled at its deadline"
         REOPENED = "reopened", "Reopened by a new finding"
         LETTER_QUEUED = "letter_queued", "Letter queued"
         LETTER_SENT = "letter_sent", "Letter sent"

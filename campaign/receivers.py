@@ -10,7 +10,7 @@ from django.dispatch import receiver
 from campaign import services
 from campaign.models import Attribution, Campaign
 from scanning.models import OPEN_VERDICTS, Finding, Verdict
-from scanning.signals import finding_recorded
+from scanning.signals import finding_confirmed, finding_recorded, finding_settled
 
 
 @receiver(finding_recorded)
@@ -38,3 +38,16 @@ def on_finding_recorded(sender: Any, finding: Finding, **kwargs: Any) -> None:
     if campaign is None:
         return
     services.case_add_finding(campaign=campaign, owner=attribution.server_owner, finding=finding)
+
+
+@receiver(finding_confirmed)
+def on_finding_confirmed(
+    sender: Any, finding: Finding, previous_verdict: str, **kwargs: Any
+) -> None:
+    services.case_finding_revised(finding=finding, previous_verdict=previous_verdict)
+
+
+@receiver(finding_settled)
+def on_finding_settled(sender: Any, finding: Finding, previous_verdict: str, **kwargs: Any) -> None:
+    if finding.verdict != previous_verdict:  # settled as it was: the case already knows it
+        services.case_finding_revised(finding=finding, previous_verdict=previous_verdict)

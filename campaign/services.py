@@ -253,6 +253,46 @@ def case_add_finding(
     return case
 
 
+# The review reason of a case held back only because its evidence is weak: stronger evidence
+# (a confirmation by the canary) settles it again.
+WEAK_EVIDENCE_ONLY = "Weak evidence only."
+
+
+def case_finding_revised(
+    *, finding: Finding, previous_verdict: str, actor_label: str = "canary"
+) -> list[Case]:
+    """A provisional finding became final (scanning's `finding_confirmed`/`finding_settled`,
+    sent inside scanning's transaction): each case holding it records the new verdict, and a
+    case waiting only for stronger evidence is settled again."""
+    confirmed = finding.verdict == Verdict.CONFIRMED_OPEN
+    kind = CaseEvent.Kind.FINDING_CONFIRMED if confirmed else CaseEvent.Kind.FINDING_SETTLED
+    why = (
+        "our canary received the test message"
+        if confirmed
+        else "no delivery to our canary by the deadline"
+    )
+    cases = list(Case.objects.select_for_update().filter(findings=finding).order_by("pk"))
+    for case in cases:
+        CaseEvent.objects.create(
+            case=case,
+            kind=kind,
+            from_status=case.status,
+            to_status=case.status,
+            actor_label=actor_label,
+            note=f"{finding.target}: {previous_verdict} → {finding.verdict}, {why}.",
+            data={
+                "finding": finding.pk,
+                "from_verdict": previous_verdict,
+                "verdict": finding.verdict,
+            },
+        )
+        if case.status == Case.Status.NEW or (
+            case.status == Case.Status.NEEDS_REVIEW and case.review_reason == WEAK_EVIDENCE_ONLY
+        ):
+            case_settle(case=case, actor_label=actor_label)
+    return cases
+
+
 def case_settle(*, case: Case, actor_label: str = "system") -> Case:
     """Move a new or reviewed case to where its evidence and contacts put it."""
     owner = case.server_owner
@@ -263,7 +303,7 @@ def case_settle(*, case: Case, actor_label: str = "system") -> Case:
     if owner_is_suppressed(owner, partner=case.partner):
         target, note = Case.Status.SUPPRESSED, "A contact of this owner asked not to be written to."
     elif not strong:
-        target, note = Case.Status.NEEDS_REVIEW, "Weak evidence only."
+        target, note = Case.Status.NEEDS_REVIEW, WEAK_EVIDENCE_ONLY
     elif triage := owner_triage_reason(owner):
         target, note, attention = Case.Status.NEEDS_REVIEW, triage, Attention.TRIAGE
     elif not _letter_contacts(owner).exists():

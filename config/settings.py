@@ -330,6 +330,9 @@ SCAN_CONNECT_TIMEOUT = float(env_int("SCAN_CONNECT_TIMEOUT", 10, minimum=1))
 SCAN_REPLY_TIMEOUT = float(env_int("SCAN_REPLY_TIMEOUT", 10, minimum=1))
 SCAN_EXCHANGE_TIMEOUT = float(env_int("SCAN_EXCHANGE_TIMEOUT", 30, minimum=1))
 SCAN_CONFIRM_WAIT = float(env_int("SCAN_CONFIRM_WAIT", 60, minimum=1))
+# A relay that took the test message is stored provisional; a delivery to the canary upgrades it
+# whenever it comes, and one still unconfirmed this many seconds after its probe is settled.
+SCAN_CONFIRM_DEADLINE = env_int("SCAN_CONFIRM_DEADLINE", 10 * 60, minimum=1)
 # Greylisted (4xx) results are probed again after these delays, with the same token.
 _greylist_delays = env_list("SCAN_GREYLIST_RETRY_DELAYS", ["300", "1800"])
 if not all(delay.isdigit() for delay in _greylist_delays):
@@ -383,6 +386,18 @@ CELERY_BEAT_SCHEDULE |= {
     },
     "reconcile-scans": {
         "task": "sweeps.reconcile_scans",
+        "schedule": float(RECONCILE_INTERVAL),
+        "options": {"expires": RECONCILE_INTERVAL},
+    },
+    # The canary asks for a confirmation after each delivery it stores; this catches any whose
+    # message was lost, then settles the provisional findings past their deadline.
+    "confirm-findings": {
+        "task": "sweeps.confirm_findings",
+        "schedule": float(RECONCILE_INTERVAL),
+        "options": {"expires": RECONCILE_INTERVAL},
+    },
+    "settle-findings": {
+        "task": "sweeps.settle_findings",
         "schedule": float(RECONCILE_INTERVAL),
         "options": {"expires": RECONCILE_INTERVAL},
     },

@@ -15,6 +15,7 @@ from campaign import services as campaign_services
 from config.broker import queue_depths
 from letters.models import Heartbeat, Letter
 from letters.services.outbox import letters_due, letters_needing_attention
+from scanning.confirmation import findings_provisional_overdue
 from scanning.models import ScanBatch
 from scanning.services import scan_batches_stale
 
@@ -79,6 +80,9 @@ def health_report(*, now: datetime | None = None) -> dict[str, Any]:
     # Cases whose next step is long due and unclaimed: the schedule's sweep is not running.
     overdue = campaign_services.cases_overdue(now=now).count()
     report["schedule"] = {"cases_overdue": overdue}
+    # Relays whose confirmation deadline passed two sweeps ago and are still provisional.
+    unsettled = findings_provisional_overdue(now=now)
+    report["findings_unsettled"] = unsettled
     beats = dict(Heartbeat.objects.values_list("name", "at"))
     report["beat"] = {
         name: {"last_run": _iso(beats.get(name)), "age_seconds": _age(beats.get(name), now)}
@@ -92,6 +96,10 @@ def health_report(*, now: datetime | None = None) -> dict[str, Any]:
         problems.append(f"{report['needs_attention']['letters_stuck']} letter(s) stuck")
     if overdue:
         problems.append(f"{overdue} case(s) overdue on the schedule (is its sweep running?)")
+    if unsettled:
+        problems.append(
+            f"{unsettled} finding(s) provisional past their deadline (is the settle sweep running?)"
+        )
     if beat_problem := beat_health(now=now, beats=beats):
         problems.append(beat_problem)
     report["problems"] = problems

@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 from urllib.parse import unquote
 
 from django.conf import settings
@@ -61,7 +61,7 @@ for _name, _filter in render_budget.BOUNDED_FILTERS.items():
 
 
 class _SandboxEngine(Engine):
-    default_builtins: list[str] = []  # not even loader_tags
+    default_builtins: ClassVar[list[str]] = []  # not even loader_tags
 
 
 @lru_cache(maxsize=2)
@@ -260,7 +260,7 @@ def blank_fields(source: str, context: dict[str, Any]) -> list[str]:
     nodelist = template.nodelist
     bound = {"forloop"}
     for loop in nodelist.get_nodes_by_type(ForNode):
-        bound.update(loop.loopvars)
+        bound.update(cast(ForNode, loop).loopvars)
     for with_node in nodelist.get_nodes_by_type(WithNode):
         bound.update(cast(WithNode, with_node).extra_context)
     problems: list[str] = []

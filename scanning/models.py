@@ -223,6 +223,15 @@ class Finding(models.Model):
     transcript = models.JSONField(default=list, blank=True)
     catalogue_version = models.CharField(max_length=20, blank=True)
     probed_at = models.DateTimeField(db_index=True)
+    # A relay that took our test message is stored at once with the verdict the session alone
+    # supports (provisional, final=False) and its `token`; the canary's hit upgrades it to
+    # confirmed-open, or the deadline job settles it at `confirm_by` (docs/probes.md).
+    final = models.BooleanField(
+        "final", default=True, help_text="No later canary hit can change the verdict."
+    )
+    confirm_by = models.DateTimeField(
+        null=True, blank=True, help_text="A provisional finding is settled at this time."
+    )
 
     class Meta:
         indexes = [
@@ -231,6 +240,12 @@ class Finding(models.Model):
             # The admin's sorts (ties broken by id) and its software filter.
             models.Index(fields=["verdict", "id"], name="finding_verdict_id"),
             models.Index(fields=["software_family", "id"], name="finding_software_id"),
+            # The confirmation and deadline sweeps read only the provisional few.
+            models.Index(
+                fields=["confirm_by"],
+                condition=models.Q(final=False),
+                name="finding_provisional_due",
+            ),
         ]
 
     def __str__(self) -> str:

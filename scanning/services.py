@@ -9,17 +9,21 @@ import ipaddress
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from scanning.models import Exclusion, Finding, Protocol, ScanBatch, ScanRun, Target
+from scanning import confirmation
+from scanning.confirmation import findings_confirm_from_hits
+from scanning.models import CanaryHit, Exclusion, Finding, Protocol, ScanBatch, ScanRun, Target
 from scanning.probes import cli, runner
 from scanning.probes.base import Limits, ProbeResult, host_port
+from scanning.probes.canary import CanaryHit as Hit
+from scanning.probes.canary import MemoryHitStore
 from scanning.signals import finding_recorded
 
 logger = logging.getLogger(__name__)
@@ -51,8 +55,8 @@ def _chunks(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
-# Links and batches are written this many target ids at a time: memory stays flat however many
-# targets a run has, and no statement carries a million parameters.
+# Elsewhere than on PostgreSQL, links and batches are written this many target ids at a time
+# (rounded to whole batches): memory stays flat, and no statement carries a million parameters.
 RUN_CHUNK = 10_000
 # Probe tasks are sent this many at a time by the dispatch task, which then sends itself for the
 # next ones: starting a run of a million targets does not wait for 20,000 messages.
@@ -68,23 +72,25 @@ def scan_run_start(
     requested_by: User | None = None,
     confirm_relays: bool = True,
 ) -> ScanRun:
-    """Create a scan run of these targets (ids, or a queryset read in chunks) and its batches;
-    on commit, a dispatch task queues the batches' probe tasks in chunks."""
+    """Create a scan run of these targets (ids, or a queryset never read into Python on
+    PostgreSQL) and its batches of SCAN_BATCH_SIZE targets in id order; on commit, a dispatch
+    task queues the batches' probe tasks in chunks."""
     from scanning.tasks import dispatch_scan_run_task  # tasks import this module
 
     run = ScanRun.objects.create(
         label=label[:200], requested_by=requested_by, confirm_relays=confirm_relays
     )
-    if targets is not None:
-        ids: Iterable[int] = (
-            targets.order_by("pk").values_list("pk", flat=True).distinct().iterator(RUN_CHUNK)
-        )
+    if targets is None:
+        targets = Target.objects.filter(pk__in=sorted(set(target_ids or ())))
+    if connection.vendor == "postgresql":
+        total = _add_run_targets_sql(run, targets)
     else:
-        ids = sorted(set(target_ids or ()))
-    total = 0
-    for chunk in _id_chunks(ids, RUN_CHUNK):
-        _add_run_chunk(run, chunk)
-        total += len(chunk)
+        ids = targets.order_by("pk").values_list("pk", flat=True).distinct().iterator(RUN_CHUNK)
+        size = settings.SCAN_BATCH_SIZE
+        total = 0
+        for chunk in _id_chunks(ids, max(RUN_CHUNK // size, 1) * size):
+            _add_run_chunk(run, chunk)
+            total += len(chunk)
     ScanRun.objects.filter(pk=run.pk).update(targets_total=total)
     run.targets_total = total
     if not total:
@@ -94,6 +100,39 @@ def scan_run_start(
         return run
     dispatch_scan_run_task.delay_on_commit(run.pk)
     return run
+
+
+def _add_run_targets_sql(run: ScanRun, targets: QuerySet[Target]) -> int:
+    """Links and batches by two INSERT ... SELECT statements: a million targets never pass
+    through Python. Returns the number of targets."""
+    scope, params = targets.order_by().values("pk").query.sql_with_params()
+    through = ScanRun.targets.through._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {through} (scanrun_id, target_id) "
+            f"SELECT %s, s.id FROM ({scope}) AS s(id) GROUP BY s.id",
+            [run.pk, *params],
+        )
+        total = cursor.rowcount
+        # Every other column as a new ScanBatch has it, so a field added later comes along.
+        fields = [
+            f
+            for f in ScanBatch._meta.concrete_fields
+            if not f.primary_key and f.name not in ("scan_run", "target_ids", "created_at")
+        ]
+        columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+        defaults = [f.get_db_prep_save(f.get_default(), connection) for f in fields]
+        placeholders = ", ".join("%s" for _ in fields)
+        cursor.execute(
+            f"INSERT INTO {ScanBatch._meta.db_table} (scan_run_id, target_ids, created_at, "
+            f"{columns}) "
+            f"SELECT %s, jsonb_agg(target_id ORDER BY target_id), %s, {placeholders} "
+            f"FROM (SELECT target_id, (row_number() OVER (ORDER BY target_id) - 1) / %s AS n "
+            f"      FROM {through} WHERE scanrun_id = %s) AS numbered "
+            "GROUP BY n ORDER BY n",
+            [run.pk, timezone.now(), *defaults, settings.SCAN_BATCH_SIZE, run.pk],
+        )
+    return int(total)
 
 
 def _id_chunks(ids: Iterable[int], size: int) -> Iterator[list[int]]:
@@ -213,7 +252,13 @@ def scan_batch_probe(*, batch_id: int, claim: str = "") -> None:
             {"target": _given(targets[pk]) if pk in targets else str(pk), "reason": why}
             for pk, why in outcome.refusal_reasons.items()
         ],
+        hits=outcome.hits,
     )
+    # A delivery the canary stored while this batch was still writing found no finding to
+    # upgrade: look once now rather than at the next sweep.
+    provisional = [f.token for f in findings if not f.final]
+    if provisional:
+        findings_confirm_from_hits(tokens=provisional)
     delays = settings.SCAN_GREYLIST_RETRY_DELAYS
     if retry and batch.attempt < len(delays):
         _schedule_retry(batch, retry, delays[batch.attempt])
@@ -225,6 +270,9 @@ class _Outcome:
     refused: list[int]
     void: bool
     refusal_reasons: dict[int, str] = dataclasses.field(default_factory=dict)
+    # Deliveries our own in-process canary received for provisional results; they are kept
+    # with the findings, since that canary stops with the batch.
+    hits: list[Hit] = dataclasses.field(default_factory=list)
 
 
 async def _probe_targets(
@@ -243,7 +291,9 @@ async def _probe_targets(
         source=settings.SCAN_SOURCE_ADDRESS or None,
         scanner_name=settings.SCANNER_NAME,
         user_agent=probe_environment().user_agent,
-        limits=scan_limits(),
+        # No session waits for the canary: a relay that took the test message is stored
+        # provisional and upgraded whenever the delivery arrives (scanning/confirmation.py).
+        limits=dataclasses.replace(scan_limits(), confirm_wait=0),
         network_rate=settings.SCAN_NETWORK_RATE,
         max_concurrency=settings.SCAN_CONCURRENCY,
     )
@@ -266,11 +316,18 @@ async def _probe_targets(
         results = await scanner.run_each(
             [(rt, protocols[pk], tokens.get(pk)) for pk, rt in runnable.items()]
         )
+        local_hits: list[Hit] = []
+        if isinstance(hits, MemoryHitStore):  # the deployed canary's hits are in the table
+            for result in results:
+                if confirmation.is_provisional(result) and result.token:
+                    # A read of what is already there (timeout 0): no waiting here either.
+                    local_hits += await hits.wait_for(result.token, kind="smtp", timeout=0)
         return _Outcome(
             results=results,
             refused=refused,
             void=scanner.selfcheck_passed is False,
             refusal_reasons={pk: str(why) for pk, why in reasons.items()},
+            hits=local_hits,
         )
 
 
@@ -280,6 +337,7 @@ def _given(target: Target) -> str:
 
 def _finding_from(result: ProbeResult, target: Target, scan_run_id: int, now: datetime) -> Finding:
     software = result.software
+    provisional = confirmation.is_provisional(result)
     return Finding(
         target=target,
         scan_run_id=scan_run_id,
@@ -299,6 +357,8 @@ def _finding_from(result: ProbeResult, target: Target, scan_run_id: int, now: da
         transcript=result.transcript,
         catalogue_version=result.catalogue_version,
         probed_at=now,
+        final=not provisional,
+        confirm_by=confirmation.confirm_deadline(now) if provisional else None,
     )
 
 
@@ -310,6 +370,7 @@ def _finish_batch(
     refused: list[int],
     error: str = "",
     refusals: list[dict[str, str]] | None = None,
+    hits: list[Hit] | None = None,
 ) -> None:
     with transaction.atomic():
         # Only the claim's holder records: a worker whose claim was taken over (it looked dead)
@@ -320,6 +381,8 @@ def _finish_batch(
             logger.warning("%s: claim lost to another worker; results dropped", batch)
             return
         stored = Finding.objects.bulk_create(findings)
+        if hits:
+            CanaryHit.objects.bulk_create(_hit_rows(hits))
         run = ScanRun.objects.select_for_update().get(pk=batch.scan_run_id)
         counts = dict(run.verdict_counts)
         if status == ScanBatch.Status.DONE:
@@ -359,6 +422,27 @@ def _finish_batch(
             transaction.on_commit(
                 functools.partial(finding_recorded.send, sender=Finding, finding=finding)
             )
+
+
+def _hit_rows(hits: list[Hit]) -> list[CanaryHit]:
+    return [
+        CanaryHit(
+            token=hit.token[:64],
+            kind=hit.kind[:8],
+            peer_ip=_address_or_unknown(hit.peer_ip),
+            headers=hit.headers,
+            detail=hit.detail,
+            at=datetime.fromtimestamp(hit.at, UTC),
+        )
+        for hit in hits
+    ]
+
+
+def _address_or_unknown(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return "::"  # the column needs an address; the hit is kept, its peer unknown
 
 
 def _schedule_retry(batch: ScanBatch, tokens: dict[int, str], delay: int) -> None:

@@ -46,3 +46,29 @@ def reconcile_scans() -> dict[str, int]:
 
     waiting = queue_depths().get("scans")
     return services.scan_batches_reconcile(broker_waiting=waiting).as_dict()
+
+
+# On the default queue (not scanning.*): a confirmation must not wait behind probe batches.
+# The canary sends it with the token of each delivery it stores; beat sends it with none,
+# so a lost message only delays an upgrade to the next sweep.
+@shared_task(
+    name="sweeps.confirm_findings",
+    autoretry_for=(OperationalError, InterfaceError),
+    max_retries=5,
+    retry_backoff=2,
+)
+def confirm_findings(tokens: list[str] | None = None) -> int:
+    from scanning import confirmation
+
+    return confirmation.findings_confirm_from_hits(tokens=tokens)
+
+
+confirm_findings_task = confirm_findings
+
+
+# A finding with a delivery on record is left to confirm_findings, never settled.
+@shared_task(name="sweeps.settle_findings")
+def settle_findings() -> int:
+    from scanning import confirmation
+
+    return confirmation.findings_settle_overdue()

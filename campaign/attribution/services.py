@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, QuerySet
 from django.utils import timezone
 
 from campaign import services
@@ -295,7 +295,7 @@ def _reroute_open_cases(owner: ServerOwner) -> None:
 # --- Targets and cases --------------------------------------------------------------------------
 
 
-def open_findings(target: Target) -> Iterable[Finding]:
+def open_findings(target: Target) -> QuerySet[Finding]:
     """The target's open findings since it was last seen closed."""
     findings = target.findings.filter(verdict__in=OPEN_VERDICTS)
     last_closed = target.findings.filter(verdict=Verdict.CLOSED).aggregate(at=Max("probed_at"))
@@ -327,6 +327,7 @@ def target_attribute(
     attribution, _ = Attribution.objects.get_or_create(target=target)
     attribution.reverse_dns = rdns or attribution.reverse_dns
     error_kind = ""
+    owner: ServerOwner | None
     try:
         info, source = network_lookup(target.ip, limited)
         owner = owner_for_network(info, current=attribution.server_owner)

@@ -146,15 +146,20 @@ class _Rows:
                 self.overlong -= {n for n in self.overlong if n <= done}
                 yield long_line, RowError(long_line, "line longer than 1 MB")
                 continue
-            if not row or not any(v.strip() for v in row):
-                continue
-            if _undecodable(row):
-                yield start, RowError(start, "undecodable bytes (the file must be UTF-8)")
-                continue
-            if any("\x00" in v for v in row):  # PostgreSQL stores no NUL in text or JSON
-                yield start, RowError(start, "NUL byte in the row (the file must be text)")
-                continue
-            yield start, row
+            checked = checked_record(start, row)
+            if checked is not None:
+                yield start, checked
+
+
+def checked_record(start: int, row: list[str]) -> list[str] | RowError | None:
+    """The record as read, what makes it unusable, or None for a blank one (skipped)."""
+    if not row or not any(v.strip() for v in row):
+        return None
+    if _undecodable(row):
+        return RowError(start, "undecodable bytes (the file must be UTF-8)")
+    if any("\x00" in v for v in row):  # PostgreSQL stores no NUL in text or JSON
+        return RowError(start, "NUL byte in the row (the file must be text)")
+    return row
 
 
 REQUIRED_COLUMNS = ("ip", "port")
@@ -174,6 +179,12 @@ def _field(columns: list[str], row: list[str], name: str) -> str:
 
 
 def csv_items(handle: IO[bytes], file_name: str) -> Iterator[Item]:
+    rows = csv_rows(handle, file_name)
+    return _csv_items(rows, rows.columns, csv_extra_columns(rows.columns))
+
+
+def csv_rows(handle: IO[bytes], file_name: str) -> _Rows:
+    """A suspect list's records after its header, once the header names what a list needs."""
     rows = _Rows(handle, file_name)
     columns = rows.columns
     if "ip" not in columns:
@@ -183,41 +194,46 @@ def csv_items(handle: IO[bytes], file_name: str) -> Iterator[Item]:
         )
     if "port" not in columns:
         raise FileRejected(f"{file_name} has an 'ip' column but no 'port' column.")
-    extra = [c for c in columns if c and c not in CSV_COLUMNS and c != "last_seen"]
-    return _csv_items(rows, columns, extra)
+    return rows
 
 
 def _csv_items(rows: _Rows, columns: list[str], extra: list[str]) -> Iterator[Item]:
     for line, row in rows:
-        if isinstance(row, RowError):
-            yield row
-            continue
-        try:
-            ip = normalize_ip(_field(columns, row, "ip"))
-            port = parse_port(_field(columns, row, "port"))
-            first_seen = parse_time(_field(columns, row, "first_seen"))
-            last_seen = parse_time(_field(columns, row, "last_seen"))
-            suspect = Suspect(
-                line=line,
-                ip=ip,
-                port=port,
-                protocol=parse_protocol(_field(columns, row, "protocol"), port),
-                seen=first_seen or last_seen,
-                hostname=_field(columns, row, "hostname").strip()[:255],
-                asn=parse_asn(_field(columns, row, "asn")),
-                country=parse_country(_field(columns, row, "country")),
-                source=_field(columns, row, "source").strip()[:100] or "csv",
-            )
-        except BadValue as exc:
-            yield RowError(line, str(exc))
-            continue
-        kept = {c: row[columns.index(c)] for c in extra if columns.index(c) < len(row)}
-        kept = {k: v for k, v in kept.items() if v}
-        if last_seen and first_seen and last_seen > first_seen:
-            kept["last_seen"] = last_seen.isoformat()
-        if kept:
-            suspect.source_data = {"csv": kept}
-        yield suspect
+        yield row if isinstance(row, RowError) else csv_row_item(line, row, columns, extra)
+
+
+def csv_extra_columns(columns: list[str]) -> list[str]:
+    """The columns of a suspect list kept as they are in the target's source_data."""
+    return [c for c in columns if c and c not in CSV_COLUMNS and c != "last_seen"]
+
+
+def csv_row_item(line: int, row: list[str], columns: list[str], extra: list[str]) -> Item:
+    """One record of a suspect list, checked: the suspect, or what is wrong with it."""
+    try:
+        ip = normalize_ip(_field(columns, row, "ip"))
+        port = parse_port(_field(columns, row, "port"))
+        first_seen = parse_time(_field(columns, row, "first_seen"))
+        last_seen = parse_time(_field(columns, row, "last_seen"))
+        suspect = Suspect(
+            line=line,
+            ip=ip,
+            port=port,
+            protocol=parse_protocol(_field(columns, row, "protocol"), port),
+            seen=first_seen or last_seen,
+            hostname=_field(columns, row, "hostname").strip()[:255],
+            asn=parse_asn(_field(columns, row, "asn")),
+            country=parse_country(_field(columns, row, "country")),
+            source=_field(columns, row, "source").strip()[:100] or "csv",
+        )
+    except BadValue as exc:
+        return RowError(line, str(exc))
+    kept = {c: row[columns.index(c)] for c in extra if columns.index(c) < len(row)}
+    kept = {k: v for k, v in kept.items() if v}
+    if last_seen and first_seen and last_seen > first_seen:
+        kept["last_seen"] = last_seen.isoformat()
+    if kept:
+        suspect.source_data = {"csv": kept}
+    return suspect
 
 
 def _socks_protocol(tag: str) -> str:
@@ -237,6 +253,12 @@ def _protocol_from_tag(tag: str, port: int) -> str:
 
 
 def shadowserver_items(handle: IO[bytes], file_name: str) -> Iterator[Item]:
+    rows, report = shadowserver_rows(handle, file_name)
+    return _shadowserver_items(rows, rows.columns, report)
+
+
+def shadowserver_rows(handle: IO[bytes], file_name: str) -> tuple[_Rows, str | None]:
+    """A report's records after its header, and which report it is (from the file name)."""
     report = shadowserver_report(file_name)
     if report is not None and report not in SHADOWSERVER_REPORTS:
         raise FileRejected(
@@ -252,52 +274,59 @@ def shadowserver_items(handle: IO[bytes], file_name: str) -> Iterator[Item]:
             f"{', '.join(repr(c) for c in missing)} column(s) "
             f"(found: {', '.join(columns[:8]) or 'nothing'})."
         )
-    return _shadowserver_items(rows, columns, report)
+    return rows, report
 
 
 def _shadowserver_items(rows: _Rows, columns: list[str], report: str | None) -> Iterator[Item]:
-    kind = SHADOWSERVER_REPORTS.get(report or "")
-    source = f"shadowserver:{report}" if report else "shadowserver"
     for line, row in rows:
         if isinstance(row, RowError):
             yield row
-            continue
-        try:
-            ip = normalize_ip(_field(columns, row, "ip"))
-            port = parse_port(_field(columns, row, "port"))
-            seen = parse_time(_field(columns, row, "timestamp"))
-            tag = _field(columns, row, "tag")
-        except BadValue as exc:
-            yield RowError(line, str(exc))
-            continue
-        if kind == "socks":
-            protocol = _socks_protocol(tag)
-        elif kind is not None:
-            protocol = kind
         else:
-            protocol = _protocol_from_tag(tag, port)
-        try:
-            asn = parse_asn(_field(columns, row, "asn"))
-        except BadValue:
-            asn = None  # Shadowserver's enrichment, not the finding: a bad value is dropped
-        try:
-            country = parse_country(_field(columns, row, "geo"))
-        except BadValue:
-            country = ""
-        kept: dict[str, object] = {
-            c: v for c, v in zip(columns, row, strict=False) if c and v != ""
-        }
-        if report:
-            kept["report"] = report
-        yield Suspect(
-            line=line,
-            ip=ip,
-            port=port,
-            protocol=protocol,
-            seen=seen,
-            hostname=_field(columns, row, "hostname").strip()[:255],
-            asn=asn,
-            country="" if country == "ZZ" else country,
-            source=source,
-            source_data={"shadowserver": kept},
-        )
+            yield shadowserver_row_item(line, row, columns, report)
+
+
+def shadowserver_source(report: str | None) -> str:
+    return f"shadowserver:{report}" if report else "shadowserver"
+
+
+def shadowserver_row_item(
+    line: int, row: list[str], columns: list[str], report: str | None
+) -> Item:
+    """One record of a Shadowserver report, checked: the suspect, or what is wrong with it."""
+    kind = SHADOWSERVER_REPORTS.get(report or "")
+    try:
+        ip = normalize_ip(_field(columns, row, "ip"))
+        port = parse_port(_field(columns, row, "port"))
+        seen = parse_time(_field(columns, row, "timestamp"))
+        tag = _field(columns, row, "tag")
+    except BadValue as exc:
+        return RowError(line, str(exc))
+    if kind == "socks":
+        protocol = _socks_protocol(tag)
+    elif kind is not None:
+        protocol = kind
+    else:
+        protocol = _protocol_from_tag(tag, port)
+    try:
+        asn = parse_asn(_field(columns, row, "asn"))
+    except BadValue:
+        asn = None  # Shadowserver's enrichment, not the finding: a bad value is dropped
+    try:
+        country = parse_country(_field(columns, row, "geo"))
+    except BadValue:
+        country = ""
+    kept: dict[str, object] = {c: v for c, v in zip(columns, row, strict=False) if c and v != ""}
+    if report:
+        kept["report"] = report
+    return Suspect(
+        line=line,
+        ip=ip,
+        port=port,
+        protocol=protocol,
+        seen=seen,
+        hostname=_field(columns, row, "hostname").strip()[:255],
+        asn=asn,
+        country="" if country == "ZZ" else country,
+        source=shadowserver_source(report),
+        source_data={"shadowserver": kept},
+    )

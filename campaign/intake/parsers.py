@@ -70,6 +70,28 @@ def open_items(
     handle: IO[bytes], *, file_name: str, format: str | None, own_domains: Iterable[str] = ()
 ) -> tuple[str, Iterator[Item]]:
     """The format and the parsed items; raises FileRejected before anything is read past."""
+    chosen, head = checked_format(handle, file_name=file_name, format=format)
+    return chosen, parsed_items(
+        handle, fmt=chosen, file_name=file_name, head=head, own_domains=own_domains
+    )
+
+
+def parsed_items(
+    handle: IO[bytes], *, fmt: str, file_name: str, head: bytes, own_domains: Iterable[str] = ()
+) -> Iterator[Item]:
+    """The file's items in a format checked_format chose, read in Python."""
+    if fmt == "csv":
+        return csvfiles.csv_items(handle, file_name)
+    if fmt == "shadowserver":
+        return csvfiles.shadowserver_items(handle, file_name)
+    return spam.spam_items(
+        handle, file_name, mbox=fmt == "mbox", own_domains=own_domains, head=head
+    )
+
+
+def checked_format(handle: IO[bytes], *, file_name: str, format: str | None) -> tuple[str, bytes]:
+    """The file's format and its first bytes, the handle back at the start; FileRejected if it
+    is none of ours."""
     head = handle.read(HEAD_BYTES)
     handle.seek(0)
     if not head.strip():
@@ -82,10 +104,4 @@ def open_items(
         raise FileRejected(f"{file_name} is an mbox of e-mail messages, not a CSV file.")
     if chosen in ("csv", "shadowserver") and spam.looks_like_message(head):
         raise FileRejected(f"{file_name} is an e-mail message, not a CSV file.")
-    if chosen == "csv":
-        return chosen, csvfiles.csv_items(handle, file_name)
-    if chosen == "shadowserver":
-        return chosen, csvfiles.shadowserver_items(handle, file_name)
-    return chosen, spam.spam_items(
-        handle, file_name, mbox=chosen == "mbox", own_domains=own_domains, head=head
-    )
+    return chosen, head

@@ -12,8 +12,8 @@ from typing import IO, Any
 from django.conf import settings
 from django.utils import timezone
 
-from campaign.intake import store
-from campaign.intake.parsers import open_items
+from campaign.intake import bulk, store
+from campaign.intake.parsers import checked_format, parsed_items
 from campaign.intake.records import FileRejected, RowError, Suspect
 from campaign.models import Campaign, ImportBatch
 
@@ -86,27 +86,45 @@ def import_batch_run(
             rows_total=kept + rejected, rows_kept=kept, rows_rejected=rejected
         )
 
+    def chunk_done(chunk_kept: int, chunk_errors: list[RowError]) -> None:
+        nonlocal kept, rejected
+        kept += chunk_kept
+        rejected += len(chunk_errors)
+        room = MAX_ERRORS - len(errors)
+        errors.extend({"line": e.line, "reason": e.reason} for e in chunk_errors[: max(room, 0)])
+        flush()
+
     try:
         with _opened(path_or_file) as handle:
-            fmt, items = open_items(
-                handle,
-                file_name=batch.file_name,
-                format=batch.format or None,
-                own_domains=own_domains,
+            fmt, head = checked_format(
+                handle, file_name=batch.file_name, format=batch.format or None
             )
             if batch.format != fmt:
                 batch.format = fmt
                 ImportBatch.objects.filter(id=batch.id).update(format=fmt)
-            for item in items:
-                if isinstance(item, RowError):
-                    rejected += 1
-                    if len(errors) < MAX_ERRORS:
-                        errors.append({"line": item.line, "reason": item.reason})
-                    continue
-                kept += 1
-                pending.append(item)
-                if len(pending) >= CHUNK_ROWS:
-                    flush()
+            if fmt in bulk.FORMATS and store.on_postgresql():
+                bulk.run(
+                    handle,
+                    fmt=fmt,
+                    file_name=batch.file_name,
+                    batch_id=batch.id,
+                    now=now,
+                    chunk_done=chunk_done,
+                )
+            else:
+                items = parsed_items(
+                    handle, fmt=fmt, file_name=batch.file_name, head=head, own_domains=own_domains
+                )
+                for item in items:
+                    if isinstance(item, RowError):
+                        rejected += 1
+                        if len(errors) < MAX_ERRORS:
+                            errors.append({"line": item.line, "reason": item.reason})
+                        continue
+                    kept += 1
+                    pending.append(item)
+                    if len(pending) >= CHUNK_ROWS:
+                        flush()
             flush()
     except FileRejected as exc:
         return _finish(batch, status=ImportBatch.Status.FAILED, failure=str(exc), errors=[])

@@ -43,8 +43,12 @@ def _merge(target: Target, suspect: Suspect, seen: datetime) -> None:
         target.source_data = {**target.source_data, **suspect.source_data}
 
 
+def on_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
 def upsert(suspects: list[Suspect], *, batch: ImportBatch, now: datetime) -> None:
-    if connection.vendor == "postgresql":
+    if on_postgresql():
         _pg_upsert(_pg_merged(suspects, now), batch_id=batch.id, now=now)
         return
     chunk: dict[Key, Target] = {}

@@ -88,6 +88,21 @@ class ApiTestCase(BaseTestCase):
             self.get(f"/api/v1/findings/{unattributed.pk}/", self.lead_token).status_code, 200
         )
 
+    def test_a_finding_names_only_the_cases_its_reader_may_see(self) -> None:
+        # After a re-attribution a finding can sit in another partner's older case too.
+        alpha_finding = self.alpha_case.findings.get()
+        self.beta_case.findings.add(alpha_finding)
+        url = f"/api/v1/findings/{alpha_finding.pk}/"
+        self.assertEqual(
+            self.get(url, self.alpha_token).json()["cases"], [self.alpha_case.reference]
+        )
+        listed = self.get("/api/v1/findings/", self.alpha_token).json()["results"]
+        self.assertNotIn(self.beta_case.reference, {ref for f in listed for ref in f["cases"]})
+        self.assertEqual(
+            set(self.get(url, self.lead_token).json()["cases"]),
+            {self.alpha_case.reference, self.beta_case.reference},
+        )
+
     def test_it_filters_cases_by_status_kind_and_update_time(self) -> None:
         fixed = self.references(self.alpha_token, status="fixed")
         self.assertEqual(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+from unittest import mock
+
+from django.db import DatabaseError, IntegrityError, transaction
 
 from campaign import services
 from campaign.models import Campaign, Case, CaseEvent, Partner, ServerOwner
@@ -45,6 +47,17 @@ class CaseTransitionTestCase(BaseTestCase):
         self.alpha_case.refresh_from_db()
         self.assertEqual(self.alpha_case.status, Case.Status.READY)
         self.assertEqual(CaseEvent.objects.count(), before)
+
+    def test_a_status_change_whose_event_cannot_be_written_does_not_happen(self) -> None:
+        # The status and its CaseEvent are one transaction: no status without its audit row.
+        with (
+            mock.patch.object(CaseEvent.objects, "create", side_effect=DatabaseError("disk full")),
+            self.assertRaises(DatabaseError),
+        ):
+            services.case_transition(case=self.alpha_case, to_status=Case.Status.NOTIFIED)
+        stored = Case.objects.get(pk=self.alpha_case.pk)
+        self.assertEqual(stored.status, Case.Status.READY)
+        self.assertIsNone(stored.notified_at)
 
     def test_a_stale_status_in_memory_does_not_pass_the_check(self) -> None:
         stale = Case.objects.get(pk=self.alpha_case.pk)

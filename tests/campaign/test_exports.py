@@ -256,7 +256,7 @@ class BothPathsTestCase(ExportTestCase):
             for partner in (None, self.alpha):
                 cases = Case.objects.all()
                 fast = b"".join(exports.export_for(cases, shape=shape, partner=partner).stream())
-                with mock.patch.object(exports, "on_postgresql", return_value=False):
+                with mock.patch.object(exports.rows, "on_postgresql", return_value=False):
                     simple = exports.export_for(cases, shape=shape, partner=partner).stream()
                     self.assertEqual(
                         fast.decode().splitlines(), b"".join(simple).decode().splitlines()
@@ -269,7 +269,7 @@ class BothPathsTestCase(ExportTestCase):
             fast = b"".join(
                 exports.export_for(Case.objects.all(), shape=shape, fmt="json").stream()
             )
-            with mock.patch.object(exports, "on_postgresql", return_value=False):
+            with mock.patch.object(exports.rows, "on_postgresql", return_value=False):
                 simple = exports.export_for(Case.objects.all(), shape=shape, fmt="json").stream()
                 self.assertEqual(fast, b"".join(simple))
 

@@ -175,6 +175,28 @@ def test_it_reminds_a_server_seen_open_then_thanks_the_owner_who_fixed_it(
     assert not CaseEvent.objects.filter(case=case, to_status=Case.Status.ESCALATED).exists()
 
 
+def test_an_opt_out_stops_the_reminder_to_every_contact(world, fast_scans) -> None:
+    # Opting out stops the case, not just the one address: the next contact gets no reminder.
+    with run_trap("open", "127.0.86.6") as trap:
+        with at(START):
+            case = send_letter(open_case(world, trap.host, trap.port))
+            Contact.objects.create(
+                server_owner=case.server_owner,
+                position=1,
+                kind=Contact.Kind.NETWORK,
+                email="noc@owner.example",
+            )
+            services.case_opt_out(case=case, email="abuse0@owner.example")
+        for days in (7, 21, 22, 60):
+            with at(START + timedelta(days=days, minutes=5)):
+                tick()
+    assert not Letter.objects.filter(case=case, kind=LetterKind.REMINDER).exists()
+    assert [m.to for m in mail.outbox] == [["abuse0@owner.example"]]
+    assert schedule_events(case) == []
+    case.refresh_from_db()
+    assert case.status == Case.Status.SUPPRESSED
+
+
 def test_it_escalates_a_case_that_never_changes_and_closes_it_as_unresponsive(
     world, fast_scans
 ) -> None:

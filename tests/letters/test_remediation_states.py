@@ -341,6 +341,25 @@ class RateLimitTestCase(StateTestCase):
         other = self.client.post(urls[0], {"action": "not_mine"}, REMOTE_ADDR="198.51.100.77")
         self.assertEqual(other.status_code, 302)  # another address still gets through
 
+    @override_settings(SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"))
+    def test_behind_the_proxy_a_forged_forwarded_address_does_not_escape_the_limit(self) -> None:
+        urls = []
+        for _ in range(3):
+            url, _link = remediation_link_issue(self.case, None)
+            urls.append(f"/r/{token_of(url)}/")
+        codes = [
+            self.client.post(
+                urls[i % 3],
+                {"action": "not_mine", "lang": "en"},
+                # The client's own first entry changes each time; the proxy appends the real one.
+                HTTP_X_FORWARDED_FOR=f"6.6.6.{i}, 192.0.2.5",
+                HTTP_X_FORWARDED_PROTO="https",
+                secure=True,
+            ).status_code
+            for i in range(6)
+        ]
+        self.assertEqual(codes, [302] * 5 + [429])
+
     def test_a_page_view_is_never_limited(self) -> None:
         for _ in range(4):
             self.post({"action": "not_mine", "lang": "en"})

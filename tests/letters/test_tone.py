@@ -3,8 +3,6 @@ benign look-alikes pass, and hits point at the source file's line."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from letters import tone
+from tests.commandline import Ran, manage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -587,6 +586,24 @@ def test_unknown_language_is_refused() -> None:
     assert tone.normalize_language("zh_Hant") == "zh-hant"
 
 
+def test_rules_that_cannot_load_stop_the_check_rather_than_pass_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tone check guards approval: a missing or empty rules file fails closed.
+    for language in tone.LANGUAGES:
+        (tmp_path / f"{language}.toml").write_bytes(
+            (tone.RULES_DIR / f"{language}.toml").read_bytes()
+        )
+    monkeypatch.setattr(tone, "RULES_DIR", tmp_path)
+    assert set(tone._load_rules()[0]) == set(tone.LANGUAGES)  # the copy loads
+    (tmp_path / "de.toml").write_text("[allow]\npatterns = []\n", encoding="utf-8")
+    with pytest.raises(RuntimeError, match="de.toml: no \\[rules\\] table"):
+        tone._load_rules()
+    (tmp_path / "de.toml").unlink()
+    with pytest.raises(FileNotFoundError):
+        tone._load_rules()
+
+
 def test_check_file_takes_the_language_from_the_folder(tmp_path: Path) -> None:
     path = tmp_path / "templates" / "letters" / "de" / "initial.html"
     path.parent.mkdir(parents=True)
@@ -632,14 +649,8 @@ def _write(root: Path, relative: str, text: str) -> Path:
     return path
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", "check_tone", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _run(*args: str) -> Ran:
+    return manage("check_tone", *args)
 
 
 def test_command_exit_statuses_and_output_format(tmp_path: Path) -> None:

@@ -1,4 +1,6 @@
-"""`manage.py probe` as scripts and partners run it: a subprocess, JSON Lines, exit statuses.
+"""`manage.py probe` as scripts and partners run it: JSON Lines and exit statuses.
+
+Most tests run the command in this process (tests/commandline.py); one starts it as a script does.
 
 Peers are traps on 127.0.58.x / ::1; the command starts its own canary on loopback.
 """
@@ -19,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from fakes import proxy_traps, smtp_traps
+from tests.commandline import manage
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 KEYS = {
@@ -37,22 +41,43 @@ KEYS = {
 }
 
 
-def probe(*args: str, timeout: float = 90) -> tuple[int, list[dict[str, Any]], str, float]:
-    """Run the command; (exit status, parsed JSON lines, stderr, seconds)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARY_")}
-    env["SCAN_ALLOW_PRIVATE"] = "0"  # the flag alone decides, whatever the environment says
+# The command with no deployed canary and no private-range permission from the environment: the
+# flags alone decide.
+_BARE_SETTINGS = {
+    "SCAN_ALLOW_PRIVATE": False,
+    "CANARY_DOMAIN": "",
+    "CANARY_HTTP_ADDR": "",
+    "CANARY_TLS_ADDR": "",
+    "CANARY_SMTP_ADDR": "",
+    "CANARY_SELFCHECK_ADDR": "",
+    "CANARY_SECRET": "",
+}
+
+
+def probe(*args: str) -> tuple[int, list[dict[str, Any]], str, float]:
+    """Run the command in this process; (exit status, parsed JSON lines, stderr, seconds)."""
     started = time.monotonic()
+    with override_settings(**_BARE_SETTINGS):
+        done = manage("probe", *args)
+    elapsed = time.monotonic() - started
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return done.returncode, lines, done.stderr, elapsed
+
+
+def probe_in_a_new_process(*args: str) -> tuple[int, list[dict[str, Any]], str]:
+    """The command as a script starts it: its own interpreter, settings from the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARY_")}
+    env["SCAN_ALLOW_PRIVATE"] = "0"
     done = subprocess.run(
         [sys.executable, "manage.py", "probe", *args],
         cwd=BASE_DIR,
         env=env,
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=90,
     )
-    elapsed = time.monotonic() - started
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-    return done.returncode, lines, done.stderr, elapsed
+    return done.returncode, lines, done.stderr
 
 
 def free_port(host: str) -> int:
@@ -133,7 +158,7 @@ def test_it_prints_one_json_line_per_target_with_the_brief_keys() -> None:
         smtp_traps.run_trap("greylist", "127.0.58.2") as greylist,
     ):
         targets = [f"127.0.58.1:{closed.port}", f"127.0.58.2:{greylist.port}"]
-        status, lines, stderr, _ = probe(
+        status, lines, stderr = probe_in_a_new_process(
             "--allow-private", "--protocol", "smtp", "--json", *targets
         )
     assert status == 0, stderr

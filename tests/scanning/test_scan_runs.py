@@ -146,7 +146,7 @@ class ScanRunTestCase(BaseTestCase):
         # Two probe tasks, then the next dispatch after the second batch.
         self.assertEqual(sent, [(batch_ids[0],), (batch_ids[1],), (run.pk, batch_ids[1])])
 
-    def test_a_run_reads_a_queryset_of_targets_in_chunks(self) -> None:
+    def test_a_run_of_a_queryset_is_cut_into_batches_in_id_order(self) -> None:
         targets = [smtp_target(f"192.0.2.{i}", 25) for i in range(1, 8)]
         with override_settings(SCAN_BATCH_SIZE=3), mock.patch.object(services, "RUN_CHUNK", 4):
             with self.captureOnCommitCallbacks():
@@ -155,8 +155,31 @@ class ScanRunTestCase(BaseTestCase):
                 )
         self.assertEqual(run.targets_total, 7)
         self.assertEqual(set(run.targets.values_list("id", flat=True)), {t.pk for t in targets})
-        # Chunks of four ids, each cut into batches of three.
-        self.assertEqual([len(b.target_ids) for b in run.batches.order_by("id")], [3, 1, 3])
+        # Batches of three in id order, whatever the chunks the targets are read in.
+        batches = [b.target_ids for b in run.batches.order_by("id")]
+        self.assertEqual(batches, [[t.pk for t in targets[i : i + 3]] for i in (0, 3, 6)])
+
+    def test_a_target_reached_twice_through_a_join_is_scanned_once(self) -> None:
+        targets = [smtp_target(f"192.0.2.{i}", 25) for i in range(1, 4)]
+        for target in targets[:2]:
+            for verdict in ("closed", "confirmed-open"):  # two rows per target in the join
+                Finding.objects.create(
+                    target=target,
+                    protocol="smtp",
+                    verdict=verdict,
+                    evidence_level="none",
+                    probed_at=timezone.now(),
+                )
+        mine = [t.pk for t in targets]
+        joined = Target.objects.filter(findings__protocol="smtp", pk__in=mine)
+        self.assertGreater(joined.count(), 2)  # the join repeats them
+        with override_settings(SCAN_BATCH_SIZE=50), self.captureOnCommitCallbacks():
+            run = services.scan_run_start(targets=joined, label="joined")
+        self.assertEqual(run.targets_total, 2)
+        self.assertEqual(run.targets.count(), 2)
+        self.assertEqual(
+            [b.target_ids for b in run.batches.all()], [[targets[0].pk, targets[1].pk]]
+        )
 
 
 class ScanAdminTestCase(BaseTestCase):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth.models import User
+from django.core import mail
 from django.test import RequestFactory
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -17,9 +18,12 @@ from campaign import services
 from campaign.attribution.services import targets_attribute
 from campaign.models import Case, Contact, Membership, ServerOwner, Suppression
 from letters import services as letter_services
+from letters.models import Letter
+from letters.tasks import send_letter
 from scanning.models import Target
 from tests.base import BaseTestCase
 from tests.campaign.attribution.base import AttributionTestCase
+from tests.letters.helpers import approved_template
 from tests.security.forms import admin_form_data
 
 GERMAN_HANDLE = "ORG-EH1-RIPE"  # the registrant of 198.51.100.0/24 in the RIPE fixture
@@ -129,6 +133,44 @@ class SuppressionScopeTestCase(BaseTestCase):
             services.owner_is_suppressed(self.beta_case.server_owner, partner=self.beta)
         )
 
+    def send_alpha_letter_after(self, *suppressions: Suppression) -> Letter:
+        """Queue Alpha's letter, let `suppressions` be added while it waits, then send it."""
+        approved_template(self.alpha)
+        with self.captureOnCommitCallbacks(execute=False):
+            letter = letter_services.letter_queue(case=self.alpha_case, fresh=True)
+        for suppression in suppressions:
+            suppression.save()
+        send_letter(letter.id)
+        letter.refresh_from_db()
+        return letter
+
+    def test_another_partners_suppression_added_after_queueing_does_not_stop_the_send(
+        self,
+    ) -> None:
+        letter = self.send_alpha_letter_after(
+            Suppression(partner=self.beta, email=self.alpha_email, reason="opt_out"),
+            Suppression(
+                partner=self.beta, server_owner=self.alpha_case.server_owner, reason="legal_hold"
+            ),
+        )
+        self.assertEqual(letter.status, Letter.Status.SENT)
+        self.addCleanup(letter.pdf.delete, save=False)
+        self.assertEqual([m.to for m in mail.outbox], [[self.alpha_email]])
+
+    def test_a_global_suppression_added_after_queueing_stops_the_send(self) -> None:
+        for suppression in (
+            Suppression(partner=None, email=self.alpha_email, reason="legal_hold"),
+            Suppression(
+                partner=None, server_owner=self.alpha_case.server_owner, reason="legal_hold"
+            ),
+        ):
+            Letter.objects.all().delete()
+            Suppression.objects.all().delete()
+            letter = self.send_alpha_letter_after(suppression)
+            self.assertEqual(letter.status, Letter.Status.FAILED)
+            self.assertIn("suppressed", letter.error)
+        self.assertEqual(mail.outbox, [])
+
     def test_it_stops_a_partner_adding_a_global_or_another_partners_suppression(self) -> None:
         self.client.force_login(self.alpha_staff)
         base = {"email": self.beta_email, "reason": "other", "note": ""}
@@ -177,13 +219,13 @@ class SuppressionScopeTestCase(BaseTestCase):
     def test_another_partners_suppression_does_not_mark_the_remediation_page_opted_out(
         self,
     ) -> None:
-        from letters.views import _opted_out
+        from letters.selectors import has_opted_out
 
         Suppression.objects.create(partner=self.alpha, email=self.beta_email, reason="opt_out")
         link = type("Link", (), {"case": self.beta_case})()
-        self.assertFalse(_opted_out(link, self.beta_email))  # type: ignore[arg-type]
+        self.assertFalse(has_opted_out(link, self.beta_email))  # type: ignore[arg-type]
         Suppression.objects.create(partner=self.beta, email=self.beta_email, reason="opt_out")
-        self.assertTrue(_opted_out(link, self.beta_email))  # type: ignore[arg-type]
+        self.assertTrue(has_opted_out(link, self.beta_email))  # type: ignore[arg-type]
 
 
 class TargetFieldsTestCase(BaseTestCase):

@@ -1,11 +1,14 @@
 """`manage.py canary`: the deployed canary (HTTP, TLS, SMTP sink, self-check port).
 
 Hits go to the CanaryHit table, where the scan workers (other processes) look for their tokens.
+After each relayed test message is stored, a worker is asked to upgrade the provisional finding
+that carries its token (`sweeps.confirm_findings`); beat runs the same task for any request lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from typing import Any, cast
 
@@ -13,13 +16,46 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from scanning.probes.base import host_port
-from scanning.probes.canary import CanaryConfig
+from scanning.probes.canary import CanaryConfig, CanaryHit, HitStore
 from scanning.probes.canary_http import start_http_canary, start_selfcheck_port
 from scanning.probes.smtp_sink import start_smtp_sink
+
+log = logging.getLogger(__name__)
 
 
 def _show(addr: tuple[str, int]) -> str:
     return host_port(*addr)
+
+
+def ask_for_confirmation(token: str) -> None:
+    """Queue the upgrade of the finding that sent this delivery. A broker that is down loses
+    only the message: the delivery is in the table and beat's sweep finds it."""
+    from scanning.tasks import confirm_findings_task
+
+    try:
+        confirm_findings_task.delay([token])
+    except Exception:  # the canary keeps listening whatever the broker does
+        log.warning("confirmation of %s… not queued; the next sweep takes it", token[:8])
+
+
+class ConfirmingHitStore:
+    """The table's hit store, asking for a confirmation once each delivery is stored."""
+
+    def __init__(self, store: HitStore) -> None:
+        self.store = store
+
+    async def record(self, hit: CanaryHit) -> None:
+        await self.store.record(hit)
+        if hit.kind != "smtp":  # proxy findings are final when stored (docs/probes.md)
+            return
+        # Off the loop and not awaited: sending to the broker blocks, and the sink need not wait.
+        asyncio.get_running_loop().run_in_executor(None, ask_for_confirmation, hit.token)
+
+    async def hits(self, token: str) -> list[CanaryHit]:
+        return await self.store.hits(token)
+
+    async def wait_for(self, token: str, *, kind: str | None, timeout: float) -> list[CanaryHit]:
+        return await self.store.wait_for(token, kind=kind, timeout=timeout)
 
 
 class Command(BaseCommand):
@@ -56,7 +92,8 @@ class Command(BaseCommand):
     async def serve(self, canary: CanaryConfig) -> None:
         from scanning.hitstore import DatabaseHitStore
 
-        hits = DatabaseHitStore()
+        table = DatabaseHitStore()
+        hits = ConfirmingHitStore(table)
         servers: list[asyncio.Server] = []
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -84,4 +121,4 @@ class Command(BaseCommand):
                     await asyncio.wait_for(server.wait_closed(), 5)
                 except (TimeoutError, OSError):
                     pass
-            await asyncio.to_thread(hits.close)  # pending writes finish before the exit
+            await asyncio.to_thread(table.close)  # pending writes finish before the exit

@@ -10,7 +10,7 @@ from unittest import mock
 
 from django.db import connection, transaction
 
-from campaign.intake import store
+from campaign.intake import bulk, store
 from scanning.models import Target
 from tests.base import BaseTestCase
 from tests.campaign.intake.helpers import run_import
@@ -21,6 +21,8 @@ FILES = (
     "2026-11-20-scan_http_proxy-example_org-asn.csv",
     "2026-11-20-scan_socks-example_org-asn.csv",
     "malformed.csv",
+    "tricky.csv",  # quoted, multi-line, short and long records; forms SQL leaves to Python
+    "2026-11-21-scan_socks-tricky.csv",
     "targets.csv",  # again: merging is idempotent
 )
 FIELDS = (
@@ -82,3 +84,17 @@ class ImportPathsTestCase(BaseTestCase):
         self.assertGreater(len(fast[0]), 5)
         self.assertTrue(any(b[2] for b in fast[1]))  # malformed.csv has bad lines
         self.assertEqual(fast, simple)
+
+    def test_chunk_boundaries_change_nothing(self) -> None:
+        """Records split over many small chunks (duplicates in different chunks, Python's rows
+        staged a few at a time) store what one chunk does."""
+        if connection.vendor != "postgresql":
+            self.skipTest("the COPY path needs PostgreSQL")
+        whole = self.imported()
+        with (
+            mock.patch.object(bulk, "CHUNK_ROWS", 3),
+            mock.patch.object(bulk, "FETCH_ROWS", 1),
+            mock.patch.object(bulk, "WRITE_LINES", 2),
+        ):
+            chunked = self.imported()
+        self.assertEqual(whole, chunked)

@@ -6,8 +6,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('campaign', '0009_schedule'),
-        ('scanning', '0006_admin_sort_indexes'),
+        ('campaign', '0010_caseevent_finding_revised'),
+        ('scanning', '0007_admin_sort_indexes'),
     ]
 
     operations = [

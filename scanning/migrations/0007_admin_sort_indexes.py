@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scanning', '0005_scanbatch_lease'),
+        ('scanning', '0006_finding_provisional'),
     ]
 
     operations = [
