@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from fakes.peers import Peer, require_peer, start_peer
 from fakes.proxy_traps import running_canary
 from scanning.probes.base import (
     EvidenceLevel,
@@ -33,7 +34,6 @@ from scanning.probes.canary import CanaryConfig, MemoryHitStore, canary_answer
 from scanning.probes.open_proxy import probe_http_proxy, probe_socks4, probe_socks5
 from scanning.probes.smtp_relay import probe_smtp
 from scanning.probes.smtp_sink import SINK_BANNER_MARKER
-from tests.peers.servers import Peer, require_peer, start_peer
 
 pytestmark = pytest.mark.peers
 
@@ -113,7 +113,7 @@ def proxy(probe: Callable[..., Awaitable[ProbeResult]], *, by_name: bool = False
     async def step(peer: Peer, canary: CanaryConfig, hits: MemoryHitStore) -> ProbeResult:
         if by_name:
             # The canary named by its domain, as in deployments: the proxy resolves it from its
-            # own hosts file (servers.py); the probe itself never resolves anything.
+            # own hosts file (fakes/peers.py); the probe itself never resolves anything.
             canary = dataclasses.replace(
                 canary,
                 http_addr=(canary.domain, canary.http_addr[1]),
