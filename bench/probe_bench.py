@@ -799,7 +799,7 @@ class PeerSpec:
 
 
 def peer_specs() -> tuple[list[PeerSpec], list[str]]:
-    from tests.peers.servers import CONFIGS, peer_unavailable_reason
+    from fakes.peers import CONFIGS, peer_unavailable_reason
 
     specs, notes = [], []
     n = 11
@@ -820,11 +820,11 @@ def running_peers(
 ) -> Iterator[tuple[list[PeerSpec], list[str], float]]:
     """Start every peer at once; yields (started, failure notes, start seconds).
 
-    Each peer is started, kept and stopped by its own thread: servers.py gives a peer
+    Each peer is started, kept and stopped by its own thread: fakes/peers.py gives a peer
     PR_SET_PDEATHSIG, which fires when the *thread* that forked it ends, so a pool thread that
     finished its start would take the peer down with it.
     """
-    from tests.peers.servers import start_peer
+    from fakes.peers import start_peer
 
     started: list[PeerSpec] = []
     notes: list[str] = []

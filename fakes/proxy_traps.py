@@ -10,223 +10,138 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import os
 import struct
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
+from fakes.proxy_plumbing import (
+    HEAD_MAX,
+    IO_TIMEOUT,
+    RELAY_SECONDS,
+    hold,
+    loopback,
+    page,
+    peer,
+    read_head,
+    relay,
+    socks4_request,
+    socks5_methods,
+    socks5_request,
+    split_authority,
+    upstream,
+)
 from scanning.probes.canary import CanaryConfig, MemoryHitStore
 from scanning.probes.canary_http import start_http_canary, start_selfcheck_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
-IO_TIMEOUT = 5.0
-HEAD_MAX = 16 * 1024
-RELAY_MAX = 1024 * 1024
 
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name: traps never resolve
-
-
-def _split_authority(authority: str, default_port: int) -> tuple[str, int]:
-    if authority.startswith("["):
-        host, _, rest = authority[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
-    return host, int(port) if port.isdigit() else default_port
-
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]] | None:
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        if len(buf) > HEAD_MAX:
-            return None
-        chunk = await asyncio.wait_for(reader.read(4096), IO_TIMEOUT)
-        if not chunk:
-            return None
-        buf += chunk
-    lines = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-    parts = lines[0].split()
-    if len(parts) != 3:
-        return None
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip()] = value.strip()
-    return parts[0], parts[1], headers
-
-
-def _page(status: str, body: str, extra: str = "", content_type: str = "text/html") -> bytes:
-    data = body.encode()
-    return (
-        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
-        f"{extra}Connection: close\r\n\r\n"
-    ).encode() + data
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    moved = 0
-    try:
-        while moved < RELAY_MAX:
-            data = await reader.read(4096)
-            if not data:
-                break
-            moved += len(data)
-            writer.write(data)
-            await writer.drain()
-    except (OSError, asyncio.CancelledError):
-        pass
-    finally:
-        with contextlib.suppress(OSError, RuntimeError):
-            writer.write_eof() if writer.can_write_eof() else None
-
-
-async def _relay(
-    a_r: asyncio.StreamReader,
-    a_w: asyncio.StreamWriter,
-    b_r: asyncio.StreamReader,
-    b_w: asyncio.StreamWriter,
-) -> None:
-    try:
-        await asyncio.wait_for(asyncio.gather(_pipe(a_r, b_w), _pipe(b_r, a_w)), 30)
-    except TimeoutError:
-        pass
-    finally:
-        b_w.close()
-
-
-async def _upstream(
-    host: str, port: int, client: asyncio.StreamWriter
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    host = host.strip("[]")
-    if not _loopback(host):
-        raise PermissionError(host)
-    # Leave from the trap's own address, as a real proxy's exit IP is its own.
-    own = str(client.get_extra_info("sockname")[0])
-    local = (own, 0) if (":" in own) == (":" in host) else None
-    return await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=local), IO_TIMEOUT)
-
-
-async def _hold(reader: asyncio.StreamReader) -> None:
-    """Swallow whatever arrives, answer nothing (until the peer gives up)."""
-    total = 0
-    while total < RELAY_MAX:
-        data = await reader.read(4096)
-        if not data:
-            return
-        total += len(data)
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
-    return str(peer[0]) if peer else ""
-
-
-BAD_REQUEST = _page("400 Bad Request", "<h1>400</h1><p>trap-proxy: send an absolute URI.</p>")
-
-
-def _cannot_resolve(host: str) -> bytes:
-    return _page("502 Bad Gateway", f"<h1>502</h1><p>trap-proxy: cannot resolve {host}.</p>")
-
-
-FORBIDDEN = _page("403 Forbidden", "<h1>403</h1><p>trap-proxy: destination not allowed.</p>")
+def _cannot_resolve(host: str, name: str) -> bytes:
+    return page("502 Bad Gateway", f"<h1>502</h1><p>{name}: cannot resolve {host}.</p>")
 
 
 # --- HTTP proxies --------------------------------------------------------------------------
 
 
-def _http_proxy(
-    *, forward_get: bool, connect: str, strip_body: bool = False, headers: bool = True
+def http_proxy(
+    *,
+    forward_get: bool,
+    connect: str,
+    strip_body: bool = False,
+    headers: bool = True,
+    name: str = "trap-proxy",
+    timeout: float = IO_TIMEOUT,
+    relay_seconds: float = RELAY_SECONDS,
 ) -> Handler:
-    """connect: "relay" (a real tunnel), "hold" (grant and forward nothing) or "deny"."""
+    """connect: "relay" (a real tunnel), "hold" (grant and forward nothing) or "deny".
+
+    `name` is what the proxy calls itself (Via, Proxy-Agent, its error pages)."""
+    forbidden = page("403 Forbidden", f"<h1>403</h1><p>{name}: destination not allowed.</p>")
+    bad_request = page("400 Bad Request", f"<h1>400</h1><p>{name}: send an absolute URI.</p>")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await _read_head(reader)
+        head = await read_head(reader, timeout)
         if head is None:
             return
         method, target, req_headers = head
         if method == "CONNECT":
-            host, port = _split_authority(target, 443)
-            if connect == "deny" or not _loopback(host):
-                writer.write(FORBIDDEN)
+            host, port = split_authority(target, 443)
+            if connect == "deny" or not loopback(host):
+                writer.write(forbidden)
                 return
             if connect == "hold":
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 await writer.drain()
-                await _hold(reader)
+                await hold(reader)
                 return
             try:
-                up_r, up_w = await _upstream(host, port, writer)
+                up_r, up_w = await upstream(host, port, writer, timeout)
             except (OSError, TimeoutError):
-                writer.write(_page("503 Service Unavailable", "<p>trap-proxy: connect failed</p>"))
+                writer.write(page("503 Service Unavailable", f"<p>{name}: connect failed</p>"))
                 return
-            writer.write(b"HTTP/1.1 200 Connection established\r\nProxy-Agent: trap-proxy\r\n\r\n")
+            writer.write(
+                f"HTTP/1.1 200 Connection established\r\nProxy-Agent: {name}\r\n\r\n".encode()
+            )
             await writer.drain()
-            await _relay(reader, writer, up_r, up_w)
+            await relay(reader, writer, up_r, up_w, relay_seconds)
             return
         if not target.lower().startswith("http://"):
-            writer.write(BAD_REQUEST)
+            writer.write(bad_request)
             return
         authority, _, path = target[7:].partition("/")
-        host, port = _split_authority(authority, 80)
-        if not _loopback(host):
-            writer.write(_cannot_resolve(host) if host.endswith(".invalid") else FORBIDDEN)
+        host, port = split_authority(authority, 80)
+        if not loopback(host):
+            writer.write(_cannot_resolve(host, name) if host.endswith(".invalid") else forbidden)
             return
         if not forward_get:
-            writer.write(_page("503 Service Unavailable", "<p>trap-proxy: GET disabled</p>"))
+            writer.write(page("503 Service Unavailable", f"<p>{name}: GET disabled</p>"))
             return
         try:
-            up_r, up_w = await _upstream(host, port, writer)
+            up_r, up_w = await upstream(host, port, writer, timeout)
         except (OSError, TimeoutError):
-            writer.write(_page("502 Bad Gateway", "<p>trap-proxy: upstream failed</p>"))
+            writer.write(page("502 Bad Gateway", f"<p>{name}: upstream failed</p>"))
             return
         lines = [f"{method} /{path} HTTP/1.1"]
         skip = {"connection", "proxy-connection", "keep-alive"}
         lines += [f"{k}: {v}" for k, v in req_headers.items() if k.lower() not in skip]
         if headers:
-            lines += ["Via: 1.1 trap-proxy", f"X-Forwarded-For: {_peer(writer)}"]
+            lines += [f"Via: 1.1 {name}", f"X-Forwarded-For: {peer(writer)}"]
         lines.append("Connection: close")
         up_w.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await up_w.drain()
         if strip_body:
-            reply = await asyncio.wait_for(up_r.read(HEAD_MAX), IO_TIMEOUT)
+            reply = await asyncio.wait_for(up_r.read(HEAD_MAX), timeout)
             status = reply.split(b"\r\n", 1)[0]
-            writer.write(status + b"\r\nContent-Length: 0\r\nVia: 1.1 trap-proxy\r\n\r\n")
+            writer.write(status + f"\r\nContent-Length: 0\r\nVia: 1.1 {name}\r\n\r\n".encode())
             up_w.close()
             return
-        await _relay(reader, writer, up_r, up_w)
+        await relay(reader, writer, up_r, up_w, relay_seconds)
 
     return handle
 
 
-def _fixed(reply: bytes, connect_then_hold: bool = False) -> Handler:
+def fixed(reply: bytes, connect_then_hold: bool = False, timeout: float = IO_TIMEOUT) -> Handler:
+    """The same reply to every request, whatever it asks for."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await _read_head(reader)
+        head = await read_head(reader, timeout)
         if head is None:
             return
         writer.write(reply)
         await writer.drain()
         if connect_then_hold and head[0] == "CONNECT":
-            await _hold(reader)
+            await hold(reader)
 
     return handle
 
 
-CAPTIVE_PAGE = _page(
+CAPTIVE_PAGE = page(
     "200 OK",
     "<html><head><title>Welcome</title></head><body><h1>Guest Wi-Fi</h1>"
     "<p>Please accept the terms of use to continue.</p></body></html>",
 )
-SQUID_DENIED = _page(
+SQUID_DENIED = page(
     "403 Forbidden",
     "<html><body><h1>ERROR</h1><h2>The requested URL could not be retrieved</h2>"
     "<p>Access control configuration prevents your request from being allowed.</p>"
@@ -235,72 +150,56 @@ SQUID_DENIED = _page(
     "Server: squid/6.10\r\nX-Squid-Error: ERR_ACCESS_DENIED 0\r\n"
     "Via: 1.1 proxy.example (squid/6.10)\r\n",
 )
-TINYPROXY_407 = _page(
+TINYPROXY_407 = page(
     "407 Proxy Authentication Required",
     "<html><head><title>407 Proxy Authentication Required</title></head><body>"
     "<h1>Proxy Authentication Required</h1><p>This proxy requires authentication.</p>"
     "<hr /><p><em>Generated by tinyproxy version 1.11.1.</em></p></body></html>",
     'Server: tinyproxy/1.11.1\r\nProxy-Authenticate: Basic realm="tinyproxy"\r\n',
 )
-INTERCEPTED = _page("200 OK", "<html><body>OK</body></html>")
+INTERCEPTED = page("200 OK", "<html><body>OK</body></html>")
 
 
 # --- SOCKS ---------------------------------------------------------------------------------
 
 
-async def _socks4_request(reader: asyncio.StreamReader) -> tuple[str, int]:
-    head = await asyncio.wait_for(reader.readexactly(7), IO_TIMEOUT)  # after VN
-    _cd, port = struct.unpack("!BH", head[:3])
-    ip = ipaddress.IPv4Address(head[3:7])
-    await asyncio.wait_for(reader.readuntil(b"\x00"), IO_TIMEOUT)  # user id
-    if str(ip).startswith("0.0.0.") and str(ip) != "0.0.0.0":
-        name = await asyncio.wait_for(reader.readuntil(b"\x00"), IO_TIMEOUT)
-        return name[:-1].decode("latin-1"), port
-    return str(ip), port
+SOCKS5_GRANTED = b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00"
 
 
-async def _socks5_request(reader: asyncio.StreamReader) -> tuple[str, int]:
-    ver, _cmd, _rsv, atyp = await asyncio.wait_for(reader.readexactly(4), IO_TIMEOUT)
-    if ver != 5:
-        raise ValueError("not socks5")
-    if atyp == 1:
-        host = str(ipaddress.IPv4Address(await reader.readexactly(4)))
-    elif atyp == 4:
-        host = str(ipaddress.IPv6Address(await reader.readexactly(16)))
-    else:
-        size = (await reader.readexactly(1))[0]
-        host = (await reader.readexactly(size)).decode("latin-1")
-    (port,) = struct.unpack("!H", await reader.readexactly(2))
-    return host, port
+def socks(
+    *,
+    v4: bool,
+    v5: bool,
+    forward: bool,
+    v5_auth: str | None = None,
+    timeout: float = IO_TIMEOUT,
+    hold_seconds: float | None = None,
+    relay_seconds: float = RELAY_SECONDS,
+) -> Handler:
+    """v5_auth: None (no auth), "ff" (answer 0xFF unless 02 offered) or "02" (always 02).
 
-
-async def _socks5_greeting(reader: asyncio.StreamReader) -> list[int]:
-    nmethods = (await asyncio.wait_for(reader.readexactly(1), IO_TIMEOUT))[0]
-    return list(await asyncio.wait_for(reader.readexactly(nmethods), IO_TIMEOUT))
-
-
-def _socks(*, v4: bool, v5: bool, forward: bool, v5_auth: str | None = None) -> Handler:
-    """v5_auth: None (no auth), "ff" (answer 0xFF unless 02 offered) or "02" (always 02)."""
+    Without `forward` every request is granted and nothing is forwarded (for `hold_seconds`,
+    or until the client leaves)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        version = (await asyncio.wait_for(reader.readexactly(1), IO_TIMEOUT))[0]
+        version = (await asyncio.wait_for(reader.readexactly(1), timeout))[0]
         if version == 4 and v4:
-            host, port = await _socks4_request(reader)
+            host, port = await socks4_request(reader, timeout)
             if not forward:
                 writer.write(b"\x00\x5a" + b"\x00" * 6)
                 await writer.drain()
-                await _hold(reader)
+                await hold(reader, hold_seconds)
                 return
             try:
-                up_r, up_w = await _upstream(host, port, writer)
+                up_r, up_w = await upstream(host, port, writer, timeout)
             except (OSError, TimeoutError):
                 writer.write(b"\x00\x5b" + b"\x00" * 6)
                 return
             writer.write(b"\x00\x5a" + struct.pack("!H", port) + b"\x00" * 4)
             await writer.drain()
-            await _relay(reader, writer, up_r, up_w)
+            await relay(reader, writer, up_r, up_w, relay_seconds)
         elif version == 5 and v5:
-            methods = await _socks5_greeting(reader)
+            methods = await socks5_methods(reader, timeout)
             if v5_auth == "02" or (v5_auth == "ff" and 2 in methods):
                 writer.write(b"\x05\x02")
                 return
@@ -308,24 +207,27 @@ def _socks(*, v4: bool, v5: bool, forward: bool, v5_auth: str | None = None) -> 
                 writer.write(b"\x05\xff")
                 return
             writer.write(b"\x05\x00")
-            host, port = await _socks5_request(reader)
-            granted = b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00"
-            if not forward:
-                writer.write(granted)
-                await writer.drain()
-                await _hold(reader)
+            request = await socks5_request(reader, timeout)
+            if request is None:
+                writer.write(b"\x05\x07\x00\x01\x00\x00\x00\x00\x00\x00")  # not supported
                 return
+            if not forward:
+                writer.write(SOCKS5_GRANTED)
+                await writer.drain()
+                await hold(reader, hold_seconds)
+                return
+            host, port = request
             try:
-                up_r, up_w = await _upstream(host, port, writer)
+                up_r, up_w = await upstream(host, port, writer, timeout)
             except PermissionError:
                 writer.write(b"\x05\x02\x00\x01\x00\x00\x00\x00\x00\x00")
                 return
             except (OSError, TimeoutError):
                 writer.write(b"\x05\x05\x00\x01\x00\x00\x00\x00\x00\x00")
                 return
-            writer.write(granted)
+            writer.write(SOCKS5_GRANTED)
             await writer.drain()
-            await _relay(reader, writer, up_r, up_w)
+            await relay(reader, writer, up_r, up_w, relay_seconds)
 
     return handle
 
@@ -334,7 +236,7 @@ def _socks(*, v4: bool, v5: bool, forward: bool, v5_auth: str | None = None) -> 
 
 
 async def _tarpit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await _hold(reader)
+    await hold(reader)
     await asyncio.sleep(3600)
 
 
@@ -348,7 +250,7 @@ async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
 
 async def _dripping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A slowloris reply: one header byte at a time, never finished."""
-    await _read_head(reader)
+    await read_head(reader)
     for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100000:
         writer.write(bytes([byte]))
         await writer.drain()
@@ -356,19 +258,19 @@ async def _dripping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
 
 TRAPS: dict[str, Handler] = {
-    "open_http": _http_proxy(forward_get=True, connect="relay"),
-    "open_http_elite": _http_proxy(forward_get=True, connect="relay", headers=False),
-    "connect_only": _http_proxy(forward_get=False, connect="hold"),
-    "strip_body": _http_proxy(forward_get=True, connect="deny", strip_body=True),
-    "auth_407": _fixed(TINYPROXY_407),
-    "refuse_403": _fixed(SQUID_DENIED),
-    "captive": _fixed(CAPTIVE_PAGE),
-    "interceptor": _fixed(INTERCEPTED, connect_then_hold=True),
-    "socks4": _socks(v4=True, v5=False, forward=True),
-    "socks5": _socks(v4=False, v5=True, forward=True),
-    "socks5_auth": _socks(v4=False, v5=True, forward=True, v5_auth="ff"),
-    "socks5_auth02": _socks(v4=False, v5=True, forward=True, v5_auth="02"),
-    "socks_grant_all": _socks(v4=True, v5=True, forward=False),
+    "open_http": http_proxy(forward_get=True, connect="relay"),
+    "open_http_elite": http_proxy(forward_get=True, connect="relay", headers=False),
+    "connect_only": http_proxy(forward_get=False, connect="hold"),
+    "strip_body": http_proxy(forward_get=True, connect="deny", strip_body=True),
+    "auth_407": fixed(TINYPROXY_407),
+    "refuse_403": fixed(SQUID_DENIED),
+    "captive": fixed(CAPTIVE_PAGE),
+    "interceptor": fixed(INTERCEPTED, connect_then_hold=True),
+    "socks4": socks(v4=True, v5=False, forward=True),
+    "socks5": socks(v4=False, v5=True, forward=True),
+    "socks5_auth": socks(v4=False, v5=True, forward=True, v5_auth="ff"),
+    "socks5_auth02": socks(v4=False, v5=True, forward=True, v5_auth="02"),
+    "socks_grant_all": socks(v4=True, v5=True, forward=False),
     "tarpit": _tarpit,
     "garbage": _garbage,
     "dripping": _dripping,
@@ -387,7 +289,7 @@ def run_trap(kind: str, host: str = "127.0.31.1") -> Iterator[tuple[str, int]]:
     async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
-            tasks.add(task)  # type: ignore[arg-type]
+            tasks.add(task)
         try:
             await handler(reader, writer)
             await writer.drain()
@@ -398,7 +300,7 @@ def run_trap(kind: str, host: str = "127.0.31.1") -> Iterator[tuple[str, int]]:
         finally:
             writer.close()
             if task is not None:
-                tasks.discard(task)  # type: ignore[arg-type]
+                tasks.discard(task)
 
     def main() -> None:
         asyncio.set_event_loop(loop)

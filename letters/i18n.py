@@ -33,6 +33,7 @@ SOURCES: tuple[str, ...] = (
     "templates/remediation/*.html",
     "templates/scanning/*.html",
     "letters/views.py",
+    "letters/owner_page.py",
     "letters/forms.py",
     "scanning/views.py",
     "scanning/forms.py",

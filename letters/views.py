@@ -1,106 +1,40 @@
 """The recipient's remediation page, reached by the link in their letter: what we saw and when, how
 to fix it for their software, "check again", corrections and opt-out. No login: the token is the
-key. Every text is in the gettext catalogues (locale/); the fix guides' prose is data
-(letters/guides/)."""
+key. What the page says is built in letters/owner_page.py from the reads in letters/selectors.py."""
 
 from __future__ import annotations
 
 import math
-import re
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone, translation
+from django.utils import translation
 from django.utils.html import escape
-from django.utils.translation import gettext, gettext_lazy, ngettext
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods
 
 from campaign import services as campaign_services
-from campaign.models import Case, CaseEvent, Contact, NextAction, Partner, Suppression
+from campaign.models import Case, Partner
 from config.security import public_page
-from letters import guides, links, throttle
+from letters import guides, throttle
 from letters.forms import NotMineForm, OptOutForm, OtherContactForm
 from letters.models import RemediationLink
-from letters.rendering import bcp47, local_date
-from scanning.models import OPEN_VERDICTS, Finding, ScanRun, Verdict
-
-TRANSCRIPT_EXCERPT_LINES = 40
-# The probe redacts its own tokens; anything else shaped like one (32+ hex digits) goes too.
-HEX_TOKEN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])")
-LANGUAGE_NAMES = dict(settings.LANGUAGES)
-# "Check again" only where a verified-closed server can still close the case: not after an
-# opt-out, a withdrawal or a fix.
-RECHECK_STATUSES = campaign_services.RECHECKABLE_STATUSES
-
-KIND_TEXT = {
-    "smtp_relay": gettext_lazy("Open mail relay (SMTP)"),
-    "http_proxy": gettext_lazy("Open HTTP proxy"),
-    "socks_proxy": gettext_lazy("Open SOCKS proxy"),
-}
-MEANING_TEXT = {
-    "smtp_relay": gettext_lazy(
-        "This mail server accepted a message from us, a stranger on the internet, for delivery "
-        "to an outside address. Senders of unwanted mail look for such servers to hide where "
-        "their messages come from, which can put your server on blocklists and slow it down."
-    ),
-    "http_proxy": gettext_lazy(
-        "This server fetched a web page for us, a stranger on the internet. Others can use it to "
-        "hide their own address, so that their traffic appears to come from your network and "
-        "your address may end up on blocklists."
-    ),
-    "socks_proxy": gettext_lazy(
-        "This server opened a connection onward for us, a stranger on the internet. Others can "
-        "use it to hide their own address, so that their traffic, unwanted mail included, "
-        "appears to come from your network."
-    ),
-}
-STEP_HEADINGS = {
-    "confirm": gettext_lazy("Confirm the problem"),
-    "change": gettext_lazy("Make the change"),
-    "test": gettext_lazy("Test the fix"),
-}
-CASE_STATUS_TEXT = {
-    Case.Status.NEW: gettext_lazy("We are preparing this case."),
-    Case.Status.NEEDS_REVIEW: gettext_lazy("Our staff are reviewing this case."),
-    Case.Status.READY: gettext_lazy("A letter about this case is about to be sent."),
-    Case.Status.NOTIFIED: gettext_lazy("We have written to you about this server."),
-    Case.Status.REMINDED: gettext_lazy("We have sent you a reminder about this server."),
-    Case.Status.ESCALATED: gettext_lazy("Our staff are following up on this case in person."),
-    Case.Status.FIXED: gettext_lazy("Fixed: our latest check found the server closed. Thank you."),
-    Case.Status.UNRESPONSIVE: gettext_lazy(
-        "This case is closed without a confirmed fix. You can still fix the server and ask us "
-        "to check again."
-    ),
-    Case.Status.WITHDRAWN: gettext_lazy(
-        "This case has been withdrawn. Nothing more is needed from you."
-    ),
-    Case.Status.SUPPRESSED: gettext_lazy(
-        "You asked us not to write to you about this server, and we will not."
-    ),
-}
-
-
-# --- Which link, which language ------------------------------------------------------------------
-def _find_link(token: str) -> RemediationLink | None:
-    link = links.remediation_link_find(token)
-    if link is None:
-        return None
-    return RemediationLink.objects.select_related(
-        "letter", "case__partner", "case__campaign", "case__server_owner"
-    ).get(pk=link.pk)
-
-
-def page_languages(case: Case) -> list[str]:
-    """The case's language, then the partner's others that ship guides, and English always: an
-    owner who reads none of the partner's languages well still gets a page they can use."""
-    shipped = set(guides.languages())
-    codes = [case.language, *case.partner.letter_languages, "en"]
-    return [code for i, code in enumerate(codes) if code in shipped and code not in codes[:i]]
+from letters.owner_page import (
+    CASE_STATUS_TEXT,
+    LANGUAGE_NAMES,
+    RECHECK_STATUSES,
+    confirmations,
+    guides_for,
+    local_day,
+    next_text,
+    page_languages,
+    progress_text,
+    server_rows,
+)
+from letters.rendering import bcp47
+from letters.selectors import has_opted_out, recheck_of, recipient_email, remediation_link_for_page
 
 
 def page_language(request: HttpRequest, case: Case) -> str:
@@ -127,311 +61,6 @@ def _invalid(request: HttpRequest) -> HttpResponse:
         return render(request, "remediation/invalid.html", context, status=404)
 
 
-# --- What the page shows ------------------------------------------------------------------------
-def _verdict_word(verdict: str | None) -> str:
-    if verdict is None:
-        return "pending"
-    if verdict == Verdict.CLOSED:
-        return "closed"
-    if verdict == Verdict.CONFIRMED_OPEN:
-        return "open"
-    if verdict in OPEN_VERDICTS or verdict == Verdict.LIKELY_OPEN_WEAK:
-        return "likely"  # medium or weak evidence: we say so, never "open" outright
-    return "inconclusive"
-
-
-def evidence_excerpt(finding: Finding) -> list[str]:
-    """The exchange as the owner would see it in their own logs: our commands and the server's
-    replies, tokens redacted, our internal notes left out."""
-    lines = []
-    for line in finding.transcript or []:
-        direction = line.get("direction") if isinstance(line, dict) else None
-        if direction not in ("<", ">"):
-            continue
-        text = HEX_TOKEN.sub("[REDACTED]", str(line.get("text", "")))
-        lines.append(f"{direction} {text}")
-        if len(lines) >= TRANSCRIPT_EXCERPT_LINES:
-            lines.append("…")
-            break
-    return lines
-
-
-@dataclass
-class Recheck:
-    state: str = "none"  # none, queued, running, done
-    run: ScanRun | None = None
-    requested_at: Any = None
-    results: dict[tuple[int, str], Finding] = field(default_factory=dict)
-
-
-def recheck_of(case: Case) -> Recheck:
-    event = campaign_services.case_last_recheck(case)
-    if event is None:
-        return Recheck()
-    run_id = (event.data or {}).get("scan_run")
-    run = ScanRun.objects.filter(pk=run_id).first() if run_id else None
-    if run is None:
-        return Recheck()
-    state = {ScanRun.Status.PENDING: "queued", ScanRun.Status.RUNNING: "running"}.get(
-        ScanRun.Status(run.status), "done"
-    )
-    results: dict[tuple[int, str], Finding] = {}
-    for finding in Finding.objects.filter(scan_run=run).order_by("probed_at", "id"):
-        # The newest per service (greylist retries); one port may speak several protocols.
-        results[(finding.target_id, finding.protocol)] = finding
-    return Recheck(state=state, run=run, requested_at=event.at, results=results)
-
-
-def _day(at: datetime, language: str, case: Case) -> str:
-    # In the partner's country's form of the language: a UK owner reads "5 December 2026".
-    return local_date(timezone.localdate(at), language, case.partner.country)
-
-
-def finding_text(word: str, *, date: str, owner_asked: bool) -> str:
-    """What we saw and when, in words that never claim more than the test showed: "still"
-    only after a check the owner asked for, "probably" for medium or weak evidence."""
-    if owner_asked:
-        texts = {
-            "open": gettext("Still open when we checked again on %(date)s"),
-            "likely": gettext("Probably still open when we checked again on %(date)s"),
-            "closed": gettext("Closed when we checked again on %(date)s"),
-        }
-    else:
-        texts = {
-            "open": gettext("Open when we checked on %(date)s"),
-            "likely": gettext("Probably open when we checked on %(date)s"),
-            "closed": gettext("Closed when we checked on %(date)s"),
-        }
-    text = texts.get(word) or gettext("No clear answer when we checked on %(date)s")
-    return text % {"date": date}
-
-
-def _rows(case: Case, language: str, recheck: Recheck) -> list[dict]:
-    rows = []
-    findings = list(case.findings.select_related("target").order_by("probed_at", "id"))
-    latest: dict[tuple[int, str], Finding] = {}
-    evidence: dict[tuple[int, str], Finding] = {}
-    for finding in findings:
-        latest[(finding.target_id, finding.protocol)] = finding
-        if finding.is_open:
-            evidence[(finding.target_id, finding.protocol)] = finding
-    per_target = Counter(target_id for target_id, _ in latest)
-    for key, finding in sorted(
-        latest.items(), key=lambda item: (item[1].target.ip, item[1].target.port, item[0][1])
-    ):
-        target_id, protocol = key
-        row_id = str(target_id) if per_target[target_id] == 1 else f"{target_id}-{protocol}"
-        shown = evidence.get(key, finding)
-        try:
-            kind = guides.kind_for_protocol(shown.protocol)
-        except ValueError:  # "unknown": a finding always names what it spoke; be safe anyway
-            kind = "smtp_relay"
-        result = recheck.results.get(key)
-        # A re-check that could not decide leaves the last known state standing.
-        current = finding
-        if result is not None and _verdict_word(result.verdict) in ("closed", "open", "likely"):
-            current = result if result.probed_at >= finding.probed_at else finding
-        status = _verdict_word(current.verdict)
-        software = " ".join(p for p in (shown.software_family, shown.software_version) if p)
-        rows.append(
-            {
-                "target_id": target_id,
-                "row_id": row_id,
-                "address": shown.target.ip,
-                "port": shown.target.port,
-                "kind": kind,
-                "kind_text": KIND_TEXT[kind],
-                "meaning": MEANING_TEXT[kind],
-                "likely": _verdict_word(shown.verdict) == "likely",
-                "status": status,
-                "status_text": finding_text(
-                    status,
-                    date=_day(current.probed_at, language, case),
-                    owner_asked=current is result,
-                ),
-                "software": software,
-                "evidence": evidence_excerpt(shown),
-                "family": shown.software_family,
-                "recheck": _recheck_row(recheck, key),
-            }
-        )
-    return rows
-
-
-def _recheck_row(recheck: Recheck, key: tuple[int, str]) -> dict[str, str]:
-    if recheck.state == "none":
-        return {}
-    result = recheck.results.get(key)
-    word = _verdict_word(result.verdict) if result is not None else "pending"
-    if word == "pending" and recheck.state == "done":
-        word = "inconclusive"  # refused or lost: we cannot say it is fixed
-    texts = {
-        "closed": gettext("Closed: your server refused our test. Thank you for fixing it."),
-        "open": gettext(
-            "Still open: your server accepted our test again. Please check the change and try "
-            "again."
-        ),
-        "inconclusive": gettext(
-            "Inconclusive: we could not get a clear answer from your server. Please try again "
-            "later."
-        ),
-        "pending": gettext("Waiting for the result."),
-    }
-    texts["likely"] = texts["open"]
-    return {"status": "open" if word == "likely" else word, "text": texts[word]}
-
-
-def _guides_for(rows: list[dict], language: str) -> list[dict]:
-    """One guide per server and kind of finding, written for that server's own address: an owner
-    with a mail server and a proxy gets each guide with the right one."""
-    seen: set[tuple[str, str, str]] = set()
-    shown = []
-    for row in rows:
-        key = (row["kind"], (row["family"] or "").lower(), row["address"])
-        if key in seen:
-            continue
-        seen.add(key)
-        guide = guides.guide_for(row["kind"], row["family"], language)
-        ip, port = row["address"], row["port"]
-        steps = [
-            {
-                "heading": STEP_HEADINGS[step.key],
-                "text": guides.for_server(step.text, ip, port),
-                "snippet": guides.for_server(step.snippet, ip, port),
-                "file": step.file,
-            }
-            for step in guide.steps
-        ]
-        shown.append(
-            {"guide": guide, "steps": steps, "address": ip, "port": port, "row_id": row["row_id"]}
-        )
-    return shown
-
-
-def _progress_text(recheck: Recheck) -> str:
-    if recheck.state == "queued":
-        return gettext(
-            "Your check is in the queue. This page shows the result when it arrives; you can "
-            "also reload it."
-        )
-    if recheck.state == "running":
-        return gettext("We are testing your server now. This usually takes less than a minute.")
-    return ""
-
-
-def next_text(case: Case, language: str, *, opted_out: bool = False) -> str:
-    """What happens next, for the case's real state: no reminder is promised or threatened
-    where none will come, and "check again" is only mentioned where the page offers it."""
-    status = case.status
-    when = _day(case.next_action_at, language, case) if case.next_action_at else ""
-    agency = case.partner.localized(language)["agency"]
-    if status == Case.Status.FIXED:
-        return gettext(
-            "Nothing more is needed. We will only write to you again about this server if a "
-            "later check finds it open."
-        )
-    if status == Case.Status.SUPPRESSED or opted_out:
-        return gettext(
-            "We will not write to you again about this server and will send no reminders. The "
-            "guide below stays here if you want to use it."
-        )
-    if status == Case.Status.WITHDRAWN:
-        return gettext("Nothing more is needed from you.")
-    if status == Case.Status.NEEDS_REVIEW:
-        return gettext(
-            "Our staff are reviewing this case. We send nothing more about it until they have."
-        )
-    if status == Case.Status.UNRESPONSIVE:
-        return gettext(
-            "This case is closed. If you fix the server later, you can still ask us to check it."
-        )
-    if status == Case.Status.ESCALATED:
-        return gettext(
-            "Staff of %(agency)s are following up on this case. When you have made the change, "
-            "press “I fixed it — check again”."
-        ) % {"agency": agency}
-    if status == Case.Status.REMINDED:
-        if when:
-            return gettext(
-                "When you have made the change, press “I fixed it — check again”. If the server "
-                "is still open on %(date)s, staff of %(agency)s will follow up on this case."
-            ) % {"date": when, "agency": agency}
-        return gettext(
-            "When you have made the change, press “I fixed it — check again”. Staff of "
-            "%(agency)s may follow up on this case while the server is still open."
-        ) % {"agency": agency}
-    # Dated only when the next step is the reminder itself (not the first re-probe before it).
-    if status == Case.Status.NOTIFIED and when and case.next_action == NextAction.REMINDER:
-        return gettext(
-            "When you have made the change, press “I fixed it — check again”. If our check on "
-            "%(date)s still finds the server open, we will send you a reminder."
-        ) % {"date": when}
-    if status in (Case.Status.NEW, Case.Status.READY):
-        return gettext(
-            "When you have made the change, press “I fixed it — check again” below. We will "
-            "tell you the result on this page."
-        )
-    return gettext(
-        "When you have made the change, press “I fixed it — check again” below. We also check "
-        "again ourselves from time to time and may send you a reminder while the server is "
-        "still open."
-    )
-
-
-def _recipient_email(link: RemediationLink) -> str:
-    if link.letter is not None and link.letter.recipient_email:
-        return link.letter.recipient_email
-    contact = (
-        link.case.server_owner.contacts.exclude(kind=Contact.Kind.PARTNER)
-        .order_by("position")
-        .first()
-    )
-    return contact.email if contact else ""
-
-
-def _opted_out(link: RemediationLink, email: str) -> bool:
-    # An expired opt-out no longer stops letters: the form is offered again.
-    suppressions = (
-        Suppression.objects.active()
-        .affecting(link.case.partner_id)
-        .filter(reason=Suppression.Reason.OPT_OUT)
-    )
-    if email:
-        return suppressions.filter(email__iexact=email).exists()
-    return suppressions.filter(server_owner=link.case.server_owner).exists()
-
-
-def _confirmations(case: Case, language: str) -> list[str]:
-    """What the recipient told us, each in its own words: a confirmation of exactly what was
-    recorded, shown until staff have dealt with it (then the case's status says what changed)."""
-    done = []
-    events = CaseEvent.objects.filter(
-        case=case, kind=CaseEvent.Kind.CORRECTION, actor_label="recipient"
-    ).order_by("at", "id")
-    for event in events:
-        data = event.data or {}
-        day = _day(event.at, language, case)
-        if data.get("correction") == "not_mine":
-            done.append(
-                gettext(
-                    "On %(date)s you told us that this is not your server. Our staff will look "
-                    "at it before we write about it again."
-                )
-                % {"date": day}
-            )
-        elif data.get("correction") == "other_contact":
-            name, email = data.get("name", ""), data.get("email", "")
-            contact = f"{name} <{email}>" if name else email
-            done.append(
-                gettext(
-                    "On %(date)s you asked us to write to %(contact)s instead. Our staff will "
-                    "check this before anything is sent to them."
-                )
-                % {"date": day, "contact": contact}
-            )
-    return done
-
-
 def _page(
     request: HttpRequest,
     link: RemediationLink,
@@ -446,9 +75,9 @@ def _page(
     case = link.case
     with translation.override(language):
         recheck = recheck_of(case)
-        rows = _rows(case, language, recheck)
-        email = _recipient_email(link)
-        opted_out = _opted_out(link, email)
+        rows = server_rows(case, language, recheck)
+        email = recipient_email(link)
+        opted_out = has_opted_out(link, email)
         open_rows = [row for row in rows if row["status"] in ("open", "likely")]
         context = {
             "lang": language,
@@ -461,20 +90,20 @@ def _page(
             "campaign_name": case.campaign.name,
             "rows": rows,
             "open_count": len(open_rows),
-            "guides": _guides_for(rows, language),
+            "guides": guides_for(rows, language),
             "case_status_text": CASE_STATUS_TEXT.get(Case.Status(case.status), case.status),
             "next_text": next_text(case, language, opted_out=opted_out),
             "recheck": recheck,
             "recheck_day": (
-                _day(recheck.requested_at, language, case) if recheck.requested_at else ""
+                local_day(recheck.requested_at, language, case) if recheck.requested_at else ""
             ),
-            "progress_text": _progress_text(recheck),
+            "progress_text": progress_text(recheck),
             "can_recheck": case.status in RECHECK_STATUSES and not opted_out,
             "message": message,
             "not_mine_form": not_mine_form or NotMineForm(),
             "contact_form": contact_form or OtherContactForm(),
             "optout_form": optout_form or OptOutForm(),
-            "confirmations": _confirmations(case, language),
+            "confirmations": confirmations(case, language),
             "opted_out": opted_out,
             "optout_email": email,
             "page_url": request.path,
@@ -511,7 +140,7 @@ FORM_ACTIONS: dict[str, tuple[Any, str, str, Any]] = {
         "optout_form",
         "optout",
         lambda case, link, data: campaign_services.case_opt_out(
-            case=case, email=_recipient_email(link), reason=data["reason"].strip()
+            case=case, email=recipient_email(link), reason=data["reason"].strip()
         ),
     ),
 }
@@ -535,7 +164,7 @@ def _limited(request: HttpRequest, language: str, seconds_left: int) -> HttpResp
 @public_page
 @require_http_methods(["GET", "POST"])
 def remediation_page(request: HttpRequest, token: str) -> HttpResponse:
-    link = _find_link(token)
+    link = remediation_link_for_page(token)
     if link is None:
         return _invalid(request)
     case = link.case
@@ -549,7 +178,7 @@ def remediation_page(request: HttpRequest, token: str) -> HttpResponse:
     if wait:
         return _limited(request, language, wait)
     if action == "recheck":
-        if case.status not in RECHECK_STATUSES or _opted_out(link, _recipient_email(link)):
+        if case.status not in RECHECK_STATUSES or has_opted_out(link, recipient_email(link)):
             # The page offers no button then; nor does a crafted POST get a probe.
             return _page(request, link, language=language, status=400)
         try:
@@ -585,19 +214,19 @@ def remediation_invalid(request: HttpRequest) -> HttpResponse:
 @require_GET
 def remediation_status(request: HttpRequest, token: str) -> HttpResponse:
     """The re-check's progress for the page's script; the same token check as the page."""
-    link = _find_link(token)
+    link = remediation_link_for_page(token)
     if link is None:
         return JsonResponse({"error": "not found"}, status=404)
     case = link.case
     language = page_language(request, case)
     with translation.override(language):
         recheck = recheck_of(case)
-        rows = _rows(case, language, recheck)
-        opted_out = _opted_out(link, _recipient_email(link))
+        rows = server_rows(case, language, recheck)
+        opted_out = has_opted_out(link, recipient_email(link))
         return JsonResponse(
             {
                 "state": recheck.state,
-                "progress": _progress_text(recheck),
+                "progress": progress_text(recheck),
                 "case_status": case.status,
                 "case_status_text": str(
                     CASE_STATUS_TEXT.get(Case.Status(case.status), case.status)

@@ -2,7 +2,8 @@
 
 The probes and the canary are asyncio code, and Django's ORM refuses to run inside an event
 loop's thread; every query therefore runs on one private thread (which also keeps one database
-connection, and serialises writes before reads, so this process always reads its own hits).
+connection, and serialises writes before reads, so this process always reads its own hits). The
+loop only awaits that thread: a slow query delays the probe that asked, never the other probes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import datetime
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.db import close_old_connections, connections
 
@@ -22,6 +25,7 @@ from scanning.probes.canary import CanaryHit
 log = logging.getLogger(__name__)
 
 QUERY_TIMEOUT = 10.0
+T = TypeVar("T")
 
 
 class DatabaseHitStore:
@@ -71,31 +75,29 @@ class DatabaseHitStore:
 
     # --- the HitStore protocol -----------------------------------------------------------------
 
-    def record(self, hit: CanaryHit) -> asyncio.Future[None] | None:
-        """Store a hit. Inside an event loop the write is queued and an awaitable returned (the
-        HTTP canary awaits it before answering); callers that do not await still get it stored."""
+    async def record(self, hit: CanaryHit) -> None:
+        """Store a hit; the canary awaits this before it answers."""
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._executor.submit(self._write, hit).result(QUERY_TIMEOUT)
-            return None
-        future = loop.run_in_executor(self._executor, self._write, hit)
-        future.add_done_callback(_log_failure)
-        return future
+            await self._on_db_thread(self._write, hit)
+        except Exception as exc:
+            log.error("canary hit not stored: %r", exc)
+            raise
 
-    def hits(self, token: str) -> list[CanaryHit]:
-        # Called synchronously from probe code inside the loop: a short blocking indexed read.
-        return self._executor.submit(self._read, token).result(QUERY_TIMEOUT)
+    async def hits(self, token: str) -> list[CanaryHit]:
+        return await asyncio.wait_for(self._on_db_thread(self._read, token), QUERY_TIMEOUT)
 
     async def wait_for(self, token: str, *, kind: str | None, timeout: float) -> list[CanaryHit]:
-        loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout
         while True:
-            found = await loop.run_in_executor(self._executor, self._read, token, kind)
+            found = await self._on_db_thread(self._read, token, kind)
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
                 return found
             await asyncio.sleep(min(self.poll_interval, remaining))
+
+    async def _on_db_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` on the store's database thread; the event loop goes on meanwhile."""
+        return await asyncio.wrap_future(self._executor.submit(fn, *args))
 
     def close(self) -> None:
         """Close this store's database connection and its thread."""
@@ -103,11 +105,3 @@ class DatabaseHitStore:
             self._executor.submit(connections.close_all).result(QUERY_TIMEOUT)
         finally:
             self._executor.shutdown(wait=True)
-
-
-def _log_failure(future: asyncio.Future[None]) -> None:
-    if future.cancelled():
-        return
-    exc = future.exception()
-    if exc is not None:
-        log.error("canary hit not stored: %r", exc)

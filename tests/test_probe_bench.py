@@ -8,6 +8,7 @@ on loopback.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import struct
@@ -313,3 +314,19 @@ def test_nmap_is_pointed_only_at_loopback() -> None:
         pass
     else:
         raise AssertionError("a non-loopback nmap target went through")
+
+
+def test_the_bench_imports_nothing_from_the_tests() -> None:
+    # The fake and real servers the bench shares with the tests live in fakes/: a bench that
+    # reached into tests/ would break whenever a test helper changed.
+    found = []
+    for path in sorted((pb.ROOT / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.name}: {m}" for m in modules if m.split(".")[0] == "tests"]
+    assert found == []

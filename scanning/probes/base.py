@@ -5,11 +5,21 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import enum
+import ipaddress
 import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from scanning.probes.canary import CanaryConfig, HitStore
+
+# How the scanner introduces itself (EHLO, the test message) and its HTTP User-Agent, unless a
+# deployment names its own; the User-Agent points at the public page explaining the scan.
+DEFAULT_SCANNER_NAME = "scanner.secure-your-server.invalid"
+DEFAULT_USER_AGENT = (
+    "SecureYourServer-Scanner (+https://scanner.secure-your-server.invalid/scanning/)"
+)
 
 # Bumped whenever a test is added, removed or judged differently, so a stored finding says which
 # rules produced it.
@@ -298,3 +308,36 @@ class Limits:
     http_body_bytes: int = 64 * 1024
     host_bytes: int = 96 * 1024
     max_refused_rcpt_per_connection: int = 8
+
+
+@dataclass(frozen=True)
+class Target:
+    """One address and port to probe."""
+
+    given: str  # exactly as written, echoed in results ("[::1]:25")
+    ip: str  # normalised IP literal
+    port: int
+
+    @classmethod
+    def at(cls, ip: str, port: int) -> Target:
+        """The target `ip`:`port`, written as people write it (IPv6 in brackets)."""
+        return cls(host_port(ip, port), ip, port)
+
+    @property
+    def address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        return ipaddress.ip_address(self.ip)
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """What every probe is given besides its target; one per scan, shared by all its probes."""
+
+    canary: CanaryConfig  # where the probe aims its tests
+    hits: HitStore  # where the canary's hits are read
+    limits: Limits = field(default_factory=Limits)
+    source: str | None = None  # local address every connection is bound to; None: any
+    scanner_name: str = DEFAULT_SCANNER_NAME  # SMTP EHLO name, and named in the test message
+    user_agent: str = DEFAULT_USER_AGENT  # proxy requests
+    contact: str | None = None  # named in the relay test message; None: postmaster@CANARY
+    confirm: bool = False  # SMTP: send the test message (DATA) towards the canary sink
+    full: bool = False  # SMTP: try every variant, not only until one is accepted

@@ -13,7 +13,6 @@ import hmac
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,12 +50,16 @@ class CanaryHit:
 
 
 class HitStore(Protocol):
-    """Where canary hits are kept: memory inside one process, a database table in deployments."""
+    """Where canary hits are kept: memory inside one process, a database table in deployments.
 
-    # A store that writes to a database returns an awaitable the canary awaits before answering.
-    def record(self, hit: CanaryHit) -> Awaitable[None] | None: ...
+    Every method is a coroutine: a store may talk to a database, and 64 probes share the event
+    loop, so no store may block it. The canary awaits `record` before it answers, so a probe that
+    read the answer always finds its hit.
+    """
 
-    def hits(self, token: str) -> list[CanaryHit]: ...
+    async def record(self, hit: CanaryHit) -> None: ...
+
+    async def hits(self, token: str) -> list[CanaryHit]: ...
 
     async def wait_for(
         self, token: str, *, kind: str | None, timeout: float
@@ -70,17 +73,21 @@ class MemoryHitStore:
         self._hits: dict[str, list[CanaryHit]] = defaultdict(list)
         self._changed = asyncio.Event()
 
-    def record(self, hit: CanaryHit) -> None:
+    async def record(self, hit: CanaryHit) -> None:
         self._hits[hit.token].append(hit)
         self._changed.set()
 
-    def hits(self, token: str) -> list[CanaryHit]:
+    async def hits(self, token: str) -> list[CanaryHit]:
+        return self.recorded(token)
+
+    def recorded(self, token: str) -> list[CanaryHit]:
+        """The hits for `token` so far; memory is read at once, with or without an event loop."""
         return list(self._hits.get(token, ()))
 
     async def wait_for(self, token: str, *, kind: str | None, timeout: float) -> list[CanaryHit]:
         deadline = time.monotonic() + timeout
         while True:
-            found = [h for h in self.hits(token) if kind is None or h.kind == kind]
+            found = [h for h in self.recorded(token) if kind is None or h.kind == kind]
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
                 return found

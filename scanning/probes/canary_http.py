@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import inspect
 import ipaddress
 import os
 import re
@@ -122,7 +121,7 @@ def _canary_handler(canary: CanaryConfig, hits: HitStore, kind: str) -> _Handler
                 writer.write(_response("404 Not Found", NOT_FOUND_BODY))
             else:
                 request_line = head.split(b"\n", 1)[0].decode("latin-1").strip()
-                recorded = hits.record(
+                await hits.record(
                     CanaryHit(
                         token=token,
                         kind=kind,
@@ -131,8 +130,6 @@ def _canary_handler(canary: CanaryConfig, hits: HitStore, kind: str) -> _Handler
                         detail=request_line[:512],
                     )
                 )
-                if inspect.isawaitable(recorded):  # a store may write to a database asynchronously
-                    await recorded
                 answer = canary_answer(canary.secret, token)
                 body = (
                     "secure-your-server canary: this request came through a proxy that was "

@@ -17,13 +17,16 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from scanning.probes.base import (
+    DEFAULT_SCANNER_NAME,
+    DEFAULT_USER_AGENT,
     Limits,
+    ProbeContext,
     ProbeResult,
     Protocol,
     Reason,
+    Target,
     Transcript,
     TransportStatus,
     Verdict,
@@ -32,7 +35,6 @@ from scanning.probes.base import (
 from scanning.probes.canary import CanaryConfig, HitStore
 from scanning.probes.connect import ConnectFailure, open_connection
 from scanning.probes.open_proxy import (
-    DEFAULT_USER_AGENT,
     probe_http_proxy,
     probe_socks4,
     probe_socks5,
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], Sequence[str]]
 ExclusionCheck = Callable[[str], "bool | Awaitable[bool]"]
+# A probe: `probe(target, context)`; the SMTP probe also takes `token=` (a greylisting retry).
 ProbeFn = Callable[..., Awaitable[ProbeResult]]
 
 AUTO = "auto"
@@ -79,17 +82,6 @@ class TargetRefused(PermissionError):
     def __init__(self, refused: list[tuple[Target, str]]) -> None:
         super().__init__("refused: " + ", ".join(f"{t.given} ({why})" for t, why in refused))
         self.refused = refused
-
-
-@dataclass(frozen=True)
-class Target:
-    given: str  # exactly as written, echoed in results ("[::1]:25")
-    ip: str  # normalised IP literal
-    port: int
-
-    @property
-    def address(self) -> IPAddress:
-        return ipaddress.ip_address(self.ip)
 
 
 def parse_port(text: str, *, what: str) -> int:
@@ -272,7 +264,7 @@ class ScanOptions:
     full: bool = False
     source: str | None = None
     limits: Limits = field(default_factory=Limits)
-    scanner_name: str = "scanner.secure-your-server.invalid"
+    scanner_name: str = DEFAULT_SCANNER_NAME
     user_agent: str = DEFAULT_USER_AGENT
     max_concurrency: int = 64
     network_rate: float = 2.0  # probe sessions a second per network; <= 0: unlimited
@@ -328,6 +320,18 @@ class Scanner:
         self.hits = hits
         self.options = options or ScanOptions()
         self.is_excluded = is_excluded
+        opts = self.options
+        self.context = ProbeContext(
+            canary=canary,
+            hits=hits,
+            limits=opts.limits,
+            source=opts.source,
+            scanner_name=opts.scanner_name,
+            user_agent=opts.user_agent,
+            contact=opts.contact,
+            confirm=opts.confirm,
+            full=opts.full,
+        )
         self.probes: dict[Protocol, ProbeFn] = {
             Protocol.SMTP: probe_smtp,
             Protocol.HTTP: probe_http_proxy,
@@ -378,9 +382,7 @@ class Scanner:
         if refused:
             raise TargetRefused(refused)
         if self.canary.selfcheck_addr is not None:
-            self.selfcheck_passed = await selfcheck(
-                self.canary, limits=self.options.limits, source=self.options.source
-            )
+            self.selfcheck_passed = await selfcheck(self.context)
         results: list[ProbeResult] = []
 
         async def one(target: Target, protocol: str | None, token: str | None) -> None:
@@ -486,23 +488,10 @@ class Scanner:
         async with self._turn(target):
             if await self._excluded(target.ip):
                 return self._excluded_result(target, protocol)
-            opts = self.options
-            kwargs: dict[str, Any] = {
-                "target": target.given,
-                "canary": self.canary,
-                "hits": self.hits,
-                "limits": opts.limits,
-                "source": opts.source,
-            }
-            if protocol is Protocol.SMTP:
-                kwargs.update(confirm=opts.confirm, scanner_name=opts.scanner_name, full=opts.full)
-                if opts.contact:
-                    kwargs["contact"] = opts.contact
-                if token:
-                    kwargs["token"] = token
-            else:
-                kwargs["user_agent"] = opts.user_agent
-            return await self.probes[protocol](target.ip, target.port, **kwargs)
+            probe = self.probes[protocol]
+            if protocol is Protocol.SMTP and token:
+                return await probe(target, self.context, token=token)
+            return await probe(target, self.context)
 
     def _excluded_result(self, target: Target, protocol: Protocol) -> ProbeResult:
         return _bare_result(

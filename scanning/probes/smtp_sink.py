@@ -173,19 +173,19 @@ class _SinkSession:
         if size > MAX_MESSAGE_BYTES:
             await self.reply("552 5.3.4 Message size exceeds fixed limit")
         else:
-            self.record(b"".join(chunks))
+            await self.record(b"".join(chunks))  # stored before we say "queued"
             await self.reply("250 2.0.0 Ok: queued")
         self.reset()
         return True
 
-    def record(self, raw: bytes) -> None:
+    async def record(self, raw: bytes) -> None:
         detail = f"MAIL FROM:<{self.mail_from}> RCPT TO:" + ",".join(f"<{r}>" for r in self.rcpts)
         headers = _headers(raw)
         for token in _tokens(self.rcpts, raw):
             hit = CanaryHit(
                 token=token, kind="smtp", peer_ip=self.peer_ip, headers=headers, detail=detail
             )
-            self.hits.record(hit)
+            await self.hits.record(hit)
 
 
 async def start_smtp_sink(

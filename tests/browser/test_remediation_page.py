@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from campaign import services as campaign_services
 from campaign.models import Attribution, Campaign, Case, CaseEvent, Contact, Partner, ServerOwner
+from fakes.peers import require_peer, start_peer
 from fakes.smtp_traps import run_trap
 from letters import guides
 from letters.links import remediation_link_issue
@@ -28,7 +29,6 @@ from scanning import services as scanning_services
 from scanning.models import Finding, ScanRun, Target
 from scanning.signals import finding_recorded
 from tests.letters.helpers import PageText, approved_template
-from tests.peers.servers import require_peer, start_peer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 CLOSED = "Closed: your server refused our test. Thank you for fixing it."

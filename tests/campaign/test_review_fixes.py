@@ -132,7 +132,7 @@ class IntakeReviewTestCase(BaseTestCase):
 
 
 class SettleReviewTestCase(BaseTestCase):
-    def test_a_suppression_matches_the_address_in_any_case(self) -> None:
+    def test_settling_matches_a_suppressed_address_in_any_case(self) -> None:
         Suppression.objects.create(
             partner=self.alpha, email="Abuse@Alpha.example", reason=Suppression.Reason.OPT_OUT
         )

@@ -10,6 +10,7 @@ import pytest
 from django.core import mail
 
 from campaign.models import Case, CaseEvent
+from fakes.peers import require_peer, start_peer
 from letters.models import LetterKind
 from tests.campaign import test_schedule
 from tests.campaign.test_schedule import (
@@ -21,7 +22,6 @@ from tests.campaign.test_schedule import (
     send_letter,
     tick,
 )
-from tests.peers.servers import require_peer, start_peer
 
 world = test_schedule.world
 fast_scans = test_schedule.fast_scans

@@ -103,7 +103,7 @@ class PageText:
             return translation.ngettext(singular, plural, n) % values
 
     def status(self, status: str) -> str:
-        from letters.views import CASE_STATUS_TEXT
+        from letters.owner_page import CASE_STATUS_TEXT
 
         with translation.override(self.language):
             return str(CASE_STATUS_TEXT[status])

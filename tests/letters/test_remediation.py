@@ -14,9 +14,9 @@ from fakes.smtp_traps import run_trap
 from letters import guides
 from letters.links import remediation_link_issue
 from letters.models import Letter, LetterKind
+from letters.owner_page import next_text
 from letters.rendering import bcp47, local_date
 from letters.services import letter_next_contact
-from letters.views import next_text
 from scanning.models import Finding, ScanRun, Target
 from scanning.signals import finding_recorded
 from tests.base import BaseTestCase
@@ -436,6 +436,11 @@ class OptOutTestCase(RemediationTestCase):
         self.assertEqual(event.data["email"], "abuse@alpha.example")
         self.case.refresh_from_db()
         self.assertEqual(self.case.status, Case.Status.SUPPRESSED)
+        self.assertTrue(  # through the transition service, with its audit row
+            self.case.events.filter(
+                kind=CaseEvent.Kind.STATUS_CHANGED, to_status=Case.Status.SUPPRESSED
+            ).exists()
+        )
         self.assertIsNone(letter_next_contact(self.case))
         self.assertContains(
             self.client.get(self.url),

@@ -127,6 +127,22 @@ class QueueTestCase(BaseTestCase):
         self.assertEqual(first.recipient_email, "abuse@alpha.example")
         self.assertEqual(second.recipient_email, "noc@alpha.example")
 
+    def test_the_next_contact_skips_a_suppressed_address_in_any_case(self) -> None:
+        Contact.objects.create(
+            server_owner=self.alpha_case.server_owner,
+            position=5,
+            kind=Contact.Kind.NETWORK,
+            email="noc@alpha.example",
+        )
+        Suppression.objects.create(
+            partner=self.alpha, email="Abuse@Alpha.EXAMPLE", reason=Suppression.Reason.OPT_OUT
+        )
+        self.assertTrue(services.email_is_suppressed("abuse@alpha.example", partner=self.alpha))
+        self.assertEqual(services.letter_next_contact(self.alpha_case).email, "noc@alpha.example")
+        self.assertEqual(self.queue().recipient_email, "noc@alpha.example")
+        self.assertEqual([m.to for m in mail.outbox], [["noc@alpha.example"]])
+        self.addCleanup(lambda: [x.pdf.delete(save=False) for x in Letter.objects.all()])
+
     def test_it_refuses_cases_that_are_not_ready_suppressed_or_without_a_template(self) -> None:
         reasons = {}
         for case in (self.beta_case,):  # German: no approved German template
@@ -301,7 +317,7 @@ class QueueTestCase(BaseTestCase):
     def test_a_template_that_breaks_fails_before_anything_is_sent(self) -> None:
         with self.captureOnCommitCallbacks(execute=False):
             letter = services.letter_queue(case=self.alpha_case, fresh=True)
-        with mock.patch("letters.rendering.letter_pdf", side_effect=RuntimeError("no fonts")):
+        with mock.patch("letters.printing.letter_pdf", side_effect=RuntimeError("no fonts")):
             send_letter(letter.id)
         letter.refresh_from_db()
         self.assertEqual(letter.status, Letter.Status.FAILED)

@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.peers import servers
-from tests.peers.servers import AUTH_PASSWORD, AUTH_USER, Peer, require_peer, start_peer
+from fakes import peers as servers
+from fakes.peers import AUTH_PASSWORD, AUTH_USER, Peer, require_peer, start_peer
 
 pytestmark = pytest.mark.peers
 

@@ -26,7 +26,7 @@ from django.db import connection
 from fakes import proxy_traps
 from scanning.hitstore import DatabaseHitStore
 from scanning.models import CanaryHit as CanaryHitRow
-from scanning.probes.base import Limits, Reason, Verdict
+from scanning.probes.base import Limits, ProbeContext, Reason, Target, Verdict
 from scanning.probes.canary import CanaryConfig, CanaryHit, canary_answer, new_token
 from scanning.probes.open_proxy import probe_http_proxy, selfcheck
 from tests.conftest import require
@@ -57,15 +57,17 @@ def test_the_database_hit_store_round_trips() -> None:
     store = DatabaseHitStore(poll_interval=0.05)
     try:
         token = new_token()
-        store.record(CanaryHit(token, "http", "127.0.57.3", {"Via": "1.1 x"}, "GET /c/x"))
-        [hit] = store.hits(token)
+        asyncio.run(
+            store.record(CanaryHit(token, "http", "127.0.57.3", {"Via": "1.1 x"}, "GET /c/x"))
+        )
+        [hit] = asyncio.run(store.hits(token))
         assert (hit.kind, hit.peer_ip, hit.headers) == ("http", "127.0.57.3", {"Via": "1.1 x"})
 
         async def later() -> list[CanaryHit]:
             # Recorded from inside a loop (as the canary does) while another task waits for it.
             waiting = asyncio.ensure_future(store.wait_for(token, kind="smtp", timeout=5))
             await asyncio.sleep(0.1)
-            await store.record(CanaryHit(token, "smtp", "::1", {}, "MAIL FROM:<>"))  # type: ignore[misc]
+            await store.record(CanaryHit(token, "smtp", "::1", {}, "MAIL FROM:<>"))
             return await waiting
 
         [smtp] = asyncio.run(later())
@@ -152,18 +154,16 @@ def test_the_canary_command_stores_hits_that_workers_see() -> None:
         with proxy_traps.run_trap("open_http", "127.0.57.4") as (trap_host, trap_port):
             result = asyncio.run(
                 probe_http_proxy(
-                    trap_host,
-                    trap_port,
-                    target=f"{trap_host}:{trap_port}",
-                    canary=canary,
-                    hits=store,
-                    limits=limits,
+                    Target.at(trap_host, trap_port),
+                    ProbeContext(canary=canary, hits=store, limits=limits),
                 )
             )
         assert result.verdict is Verdict.CONFIRMED_OPEN, result.reasons
         assert Reason.SECRET_RETURNED in result.reasons and Reason.TLS_TO_CANARY in result.reasons
         assert CanaryHitRow.objects.filter(token__startswith=result.token, kind="tls").exists()
-        assert asyncio.run(selfcheck(canary, limits=limits)) is True
+        assert (
+            asyncio.run(selfcheck(ProbeContext(canary=canary, hits=store, limits=limits))) is True
+        )
     finally:
         store.close()
         proc.send_signal(signal.SIGTERM)

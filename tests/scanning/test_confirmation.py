@@ -4,6 +4,7 @@ CaseEvent), and the deadline job settles the rest the way the probe judged them.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from fakes.smtp_traps import run_trap
 from scanning import confirmation, services, tasks
 from scanning.hitstore import DatabaseHitStore
 from scanning.models import CanaryHit, Finding, ScanRun, Target
+from scanning.probes import runner
+from scanning.probes.canary import CanaryHit as ProbeHit
 from tests.base import BaseTestCase, make_world
 from tests.conftest import require
 
@@ -31,7 +34,6 @@ FAST = {
     "SCAN_REPLY_TIMEOUT": 2.0,
     "SCAN_CONNECT_TIMEOUT": 2.0,
     "SCAN_EXCHANGE_TIMEOUT": 8.0,
-    "SCAN_CONFIRM_WAIT": 60.0,  # what a batch used to wait; it must not any more
     "SCAN_CONFIRM_DEADLINE": 600,
     "SCAN_NETWORK_RATE": 0.0,
     "SCAN_GREYLIST_RETRY_DELAYS": [0, 0],
@@ -46,6 +48,13 @@ DEPLOYED_CANARY = {
     "CANARY_TLS_ADDR": ("127.0.0.1", 9),
     "CANARY_SMTP_ADDR": ("127.0.0.1", 9),
     "CANARY_SELFCHECK_ADDR": None,
+}
+
+NO_CANARY = {
+    "CANARY_DOMAIN": "",
+    "CANARY_HTTP_ADDR": "",
+    "CANARY_TLS_ADDR": "",
+    "CANARY_SMTP_ADDR": "",
 }
 
 
@@ -157,6 +166,35 @@ class ConfirmationTestCase(BaseTestCase):
             ).count(),
             1,
         )
+
+    @override_settings(**NO_CANARY)
+    def test_a_batch_with_its_own_canary_keeps_a_delivery_that_came_after_the_session(
+        self,
+    ) -> None:
+        # No canary configured: the batch runs one in-process, which stops with the batch. A
+        # delivery it received after the session (here: right after every probe ended) is kept.
+        original = runner.Scanner.run_each
+
+        async def run_then_deliver(scanner: runner.Scanner, items: Any, on_result: Any = None):  # type: ignore[no-untyped-def]
+            results = await original(scanner, items, on_result)
+            for result in results:
+                recorded = scanner.hits.record(
+                    ProbeHit(token=result.token or "", kind="smtp", peer_ip=result.ip)
+                )
+                if inspect.isawaitable(recorded):
+                    await recorded
+            return results
+
+        with run_trap("open", "127.0.88.21") as relay:
+            target = self.owned_target(*relay)
+            with mock.patch.object(runner.Scanner, "run_each", run_then_deliver):
+                self.scan(target)
+        finding = Finding.objects.get(target=target)
+        self.assertEqual((finding.verdict, finding.final), ("confirmed-open", True))
+        self.assertIn("delivered_to_canary", finding.reasons)
+        self.assertEqual(CanaryHit.objects.get(token=finding.token).peer_ip, "127.0.88.21")
+        # Strong evidence and a contact: the case can be notified.
+        self.assertEqual(Case.objects.get(findings=finding).status, Case.Status.READY)
 
     def provisional(
         self, verdict: str = "likely-open-weak", token: str = "a" * 32, **fields: Any

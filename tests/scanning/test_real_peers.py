@@ -18,13 +18,22 @@ from typing import Any
 
 import pytest
 
+from fakes.peers import Peer, require_peer, start_peer
 from fakes.proxy_traps import running_canary
-from scanning.probes.base import EvidenceLevel, Limits, ProbeResult, Protocol, Reason, Verdict
+from scanning.probes.base import (
+    EvidenceLevel,
+    Limits,
+    ProbeContext,
+    ProbeResult,
+    Protocol,
+    Reason,
+    Target,
+    Verdict,
+)
 from scanning.probes.canary import CanaryConfig, MemoryHitStore, canary_answer
 from scanning.probes.open_proxy import probe_http_proxy, probe_socks4, probe_socks5
 from scanning.probes.smtp_relay import probe_smtp
 from scanning.probes.smtp_sink import SINK_BANNER_MARKER
-from tests.peers.servers import Peer, require_peer, start_peer
 
 pytestmark = pytest.mark.peers
 
@@ -92,14 +101,8 @@ def smtp(*, limits: Limits = LIMITS, **kwargs: Any) -> Step:
 
     async def step(peer: Peer, canary: CanaryConfig, hits: MemoryHitStore) -> ProbeResult:
         probe = probe_smtp(
-            peer.host,
-            peer.port,
-            target=f"{peer.host}:{peer.port}",
-            canary=canary,
-            hits=hits,
-            limits=limits,
-            source=SOURCE,
-            **kwargs,
+            Target.at(peer.host, peer.port),
+            ProbeContext(canary=canary, hits=hits, limits=limits, source=SOURCE, **kwargs),
         )
         return await _timed(probe, bound)
 
@@ -110,7 +113,7 @@ def proxy(probe: Callable[..., Awaitable[ProbeResult]], *, by_name: bool = False
     async def step(peer: Peer, canary: CanaryConfig, hits: MemoryHitStore) -> ProbeResult:
         if by_name:
             # The canary named by its domain, as in deployments: the proxy resolves it from its
-            # own hosts file (servers.py); the probe itself never resolves anything.
+            # own hosts file (fakes/peers.py); the probe itself never resolves anything.
             canary = dataclasses.replace(
                 canary,
                 http_addr=(canary.domain, canary.http_addr[1]),
@@ -119,13 +122,8 @@ def proxy(probe: Callable[..., Awaitable[ProbeResult]], *, by_name: bool = False
                 http_addr6=None,
             )
         run = probe(
-            peer.host,
-            peer.port,
-            target=f"{peer.host}:{peer.port}",
-            canary=canary,
-            hits=hits,
-            limits=LIMITS,
-            source=SOURCE,
+            Target.at(peer.host, peer.port),
+            ProbeContext(canary=canary, hits=hits, limits=LIMITS, source=SOURCE),
         )
         return await _timed(run, PROXY_BOUND_MS)
 
@@ -166,7 +164,7 @@ def canary_tokens(run: Run, result: ProbeResult) -> list[str]:
     """The tokens of ``result`` that reached the canary (a proxy probe adds a suffix per test)."""
     base = result.token or "-"
     names = [base, *(f"{base}-{s}" for s in ("get", "tls", "s4", "s4a", "ipv4", "name", "ipv6"))]
-    return [token for token in names if run.hits.hits(token)]
+    return [token for token in names if run.hits.recorded(token)]
 
 
 def assert_redacted(result: ProbeResult, run: Run) -> None:
@@ -187,7 +185,7 @@ def assert_never_authenticated(result: ProbeResult) -> None:
 
 
 def sink_hits(run: Run, result: ProbeResult) -> list[Any]:
-    return [h for h in run.hits.hits(result.token or "") if h.kind == "smtp"]
+    return [h for h in run.hits.recorded(result.token or "") if h.kind == "smtp"]
 
 
 # --- SMTP ------------------------------------------------------------------------------------

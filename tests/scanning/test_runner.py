@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from fakes import proxy_traps, smtp_traps
-from scanning.probes.base import Limits, ProbeResult, Protocol, Reason, Verdict, release_turn
+from scanning.probes.base import (
+    Limits,
+    ProbeContext,
+    ProbeResult,
+    Protocol,
+    Reason,
+    Verdict,
+    release_turn,
+)
 from scanning.probes.canary import CanaryConfig, HitStore
 from scanning.probes.runner import (
     Scanner,
@@ -384,12 +392,13 @@ def test_a_failed_self_check_voids_the_batch() -> None:
 def test_the_concurrency_cap_holds() -> None:
     calls: dict[str, int] = {"now": 0, "most": 0}
 
-    async def fake_probe(ip: str, port: int, **kwargs: Any) -> ProbeResult:
+    async def fake_probe(target: Target, ctx: ProbeContext, **kwargs: Any) -> ProbeResult:
+        ip, port = target.ip, target.port
         calls["now"] += 1
         calls["most"] = max(calls["most"], calls["now"])
         await asyncio.sleep(0.05)
         calls["now"] -= 1
-        return ProbeResult(kwargs["target"], ip, port, Protocol.HTTP, Verdict.CLOSED)
+        return ProbeResult(target.given, ip, port, Protocol.HTTP, Verdict.CLOSED)
 
     probes: dict[Protocol, Callable[..., Awaitable[ProbeResult]]] = {Protocol.HTTP: fake_probe}
     canary = CanaryConfig("c.test", ("127.0.59.3", 9), ("127.0.59.3", 9), ("127.0.59.3", 9), b"k")
@@ -430,7 +439,8 @@ def _scan_with_waiting_probes(layout: list[str], options: ScanOptions) -> list[s
     async def main() -> None:
         started = 0
 
-        async def waiting_probe(ip: str, port: int, **kwargs: Any) -> ProbeResult:
+        async def waiting_probe(target: Target, ctx: ProbeContext, **kwargs: Any) -> ProbeResult:
+            ip, port = target.ip, target.port
             nonlocal started
             events.append(f"connect {ip}:{port}")
             started += 1
@@ -440,7 +450,7 @@ def _scan_with_waiting_probes(layout: list[str], options: ScanOptions) -> list[s
             await asyncio.wait_for(everyone_started.wait(), 5)  # the canary wait
             events.append(f"judged {ip}:{port}")
             return ProbeResult(
-                target=kwargs["target"],
+                target=target.given,
                 ip=ip,
                 port=port,
                 protocol=Protocol.SMTP,

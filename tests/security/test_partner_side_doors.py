@@ -219,13 +219,13 @@ class SuppressionScopeTestCase(BaseTestCase):
     def test_another_partners_suppression_does_not_mark_the_remediation_page_opted_out(
         self,
     ) -> None:
-        from letters.views import _opted_out
+        from letters.selectors import has_opted_out
 
         Suppression.objects.create(partner=self.alpha, email=self.beta_email, reason="opt_out")
         link = type("Link", (), {"case": self.beta_case})()
-        self.assertFalse(_opted_out(link, self.beta_email))  # type: ignore[arg-type]
+        self.assertFalse(has_opted_out(link, self.beta_email))  # type: ignore[arg-type]
         Suppression.objects.create(partner=self.beta, email=self.beta_email, reason="opt_out")
-        self.assertTrue(_opted_out(link, self.beta_email))  # type: ignore[arg-type]
+        self.assertTrue(has_opted_out(link, self.beta_email))  # type: ignore[arg-type]
 
 
 class TargetFieldsTestCase(BaseTestCase):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable
 from typing import Any, cast
 
 from django.conf import settings
@@ -45,26 +44,15 @@ class ConfirmingHitStore:
     def __init__(self, store: HitStore) -> None:
         self.store = store
 
-    def record(self, hit: CanaryHit) -> Awaitable[None] | None:
-        stored = self.store.record(hit)
+    async def record(self, hit: CanaryHit) -> None:
+        await self.store.record(hit)
         if hit.kind != "smtp":  # proxy findings are final when stored (docs/probes.md)
-            return stored
-        if stored is None:  # written already
-            ask_for_confirmation(hit.token)
-            return None
-        written = asyncio.ensure_future(stored)
-        loop = asyncio.get_running_loop()
+            return
+        # Off the loop and not awaited: sending to the broker blocks, and the sink need not wait.
+        asyncio.get_running_loop().run_in_executor(None, ask_for_confirmation, hit.token)
 
-        def then(done: asyncio.Future[None]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                # Off the loop: sending to the broker blocks, the sink must not.
-                loop.run_in_executor(None, ask_for_confirmation, hit.token)
-
-        written.add_done_callback(then)
-        return written
-
-    def hits(self, token: str) -> list[CanaryHit]:
-        return self.store.hits(token)
+    async def hits(self, token: str) -> list[CanaryHit]:
+        return await self.store.hits(token)
 
     async def wait_for(self, token: str, *, kind: str | None, timeout: float) -> list[CanaryHit]:
         return await self.store.wait_for(token, kind=kind, timeout=timeout)

@@ -65,7 +65,7 @@ def test_it_answers_and_logs_an_origin_form_request() -> None:
     data, hits, _ = _serve(f"GET /c/{token} HTTP/1.1\r\nHost: x\r\nVia: 1.1 p\r\n\r\n".encode())
     assert data.startswith(b"HTTP/1.1 200 ")
     assert canary_answer(CANARY.secret, token).encode() in data
-    (hit,) = hits.hits(token)
+    (hit,) = hits.recorded(token)
     assert (hit.kind, hit.peer_ip) == ("http", CLIENT)
     assert hit.headers["Via"] == "1.1 p"
     assert hit.detail == f"GET /c/{token} HTTP/1.1"
@@ -76,7 +76,7 @@ def test_it_accepts_absolute_form_with_any_host() -> None:
     request = f"GET http://203.0.113.9:8080/c/{token} HTTP/1.1\r\nHost: elsewhere\r\n\r\n"
     data, hits, _ = _serve(request.encode())
     assert canary_answer(CANARY.secret, token).encode() in data
-    assert len(hits.hits(token)) == 1
+    assert len(hits.recorded(token)) == 1
 
 
 def test_it_gives_404_to_everything_else() -> None:
@@ -89,21 +89,21 @@ def test_it_gives_404_to_everything_else() -> None:
     ):
         data, hits, _ = _serve(request)
         assert data.startswith(b"HTTP/1.1 404 "), request
-        assert hits.hits(token) == []
+        assert hits.recorded(token) == []
 
 
 def test_it_drops_oversized_headers() -> None:
     token = new_token()
     data, hits, _ = _serve(f"GET /c/{token} HTTP/1.1\r\nX: {'a' * 9000}\r\n\r\n".encode())
     assert data == b""
-    assert hits.hits(token) == []
+    assert hits.recorded(token) == []
 
 
 def test_it_serves_tls_with_a_self_signed_certificate() -> None:
     token = new_token()
     data, hits, cert = _serve(f"GET /c/{token} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), tls=True)
     assert canary_answer(CANARY.secret, token).encode() in data
-    assert hits.hits(token)[0].kind == "tls"
+    assert hits.recorded(token)[0].kind == "tls"
     assert cert is not None
     parsed = x509.load_der_x509_certificate(cert)
     cn = parsed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value

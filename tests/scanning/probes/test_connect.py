@@ -11,7 +11,7 @@ import pytest
 
 from fakes.proxy_traps import running_canary
 from scanning.probes import connect
-from scanning.probes.base import Limits, Reason, TransportStatus, Verdict
+from scanning.probes.base import Limits, ProbeContext, Reason, Target, TransportStatus, Verdict
 from scanning.probes.open_proxy import probe_http_proxy, probe_socks4, probe_socks5
 from scanning.probes.runner import Scanner, ScanOptions, parse_target
 from scanning.probes.smtp_relay import probe_smtp
@@ -37,7 +37,7 @@ def _each_probe(ip: str, port: int) -> dict[str, Any]:
             out = {}
             for name, probe in PROBES.items():
                 out[name] = await probe(
-                    ip, port, target=f"{ip}:{port}", canary=canary, hits=hits, limits=LIMITS
+                    Target.at(ip, port), ProbeContext(canary=canary, hits=hits, limits=LIMITS)
                 )
             return out
 

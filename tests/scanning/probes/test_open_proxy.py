@@ -9,7 +9,15 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from fakes.proxy_traps import run_trap, running_canary
-from scanning.probes.base import EvidenceLevel, Limits, ProbeResult, Reason, Verdict
+from scanning.probes.base import (
+    EvidenceLevel,
+    Limits,
+    ProbeContext,
+    ProbeResult,
+    Reason,
+    Target,
+    Verdict,
+)
 from scanning.probes.canary import CanaryConfig, canary_answer
 from scanning.probes.open_proxy import probe_http_proxy, probe_socks4, probe_socks5, selfcheck
 from scanning.probes.smtp_sink import SINK_BANNER_MARKER
@@ -26,13 +34,8 @@ def _run(kind: str, probe: Probe, limits: Limits = LIMITS) -> tuple[ProbeResult,
         async def go() -> tuple[ProbeResult, CanaryConfig]:
             async with running_canary() as (canary, hits):
                 result = await probe(
-                    host,
-                    port,
-                    target=f"{host}:{port}",
-                    canary=canary,
-                    hits=hits,
-                    limits=limits,
-                    source=SOURCE,
+                    Target.at(host, port),
+                    ProbeContext(canary=canary, hits=hits, limits=limits, source=SOURCE),
                 )
                 return result, canary
 
@@ -182,13 +185,8 @@ def test_it_closes_a_refused_port() -> None:
         async def go() -> ProbeResult:
             async with running_canary(v6=False) as (canary, hits):
                 return await probe_http_proxy(
-                    TRAP_HOST,
-                    port,
-                    target=f"{TRAP_HOST}:{port}",
-                    canary=canary,
-                    hits=hits,
-                    limits=LIMITS,
-                    source=SOURCE,
+                    Target.at(TRAP_HOST, port),
+                    ProbeContext(canary=canary, hits=hits, limits=LIMITS, source=SOURCE),
                 )
 
         result = asyncio.run(go())
@@ -254,8 +252,10 @@ def test_socks_probe_does_not_call_an_http_proxy_open() -> None:
 
 def test_selfcheck_passes_on_a_clean_path() -> None:
     async def go() -> bool:
-        async with running_canary(v6=False) as (canary, _):
-            return await selfcheck(canary, limits=LIMITS, source=SOURCE)
+        async with running_canary(v6=False) as (canary, hits):
+            return await selfcheck(
+                ProbeContext(canary=canary, hits=hits, limits=LIMITS, source=SOURCE)
+            )
 
     assert asyncio.run(go()) is True
 
@@ -265,8 +265,10 @@ def test_selfcheck_fails_when_something_intercepts() -> None:
     with run_trap("interceptor", TRAP_HOST) as addr:
 
         async def go() -> bool:
-            async with running_canary(v6=False) as (canary, _):
+            async with running_canary(v6=False) as (canary, hits):
                 canary = dataclasses.replace(canary, selfcheck_addr=addr)
-                return await selfcheck(canary, limits=LIMITS, source=SOURCE)
+                return await selfcheck(
+                    ProbeContext(canary=canary, hits=hits, limits=LIMITS, source=SOURCE)
+                )
 
         assert asyncio.run(go()) is False

@@ -9,7 +9,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fakes.proxy_traps import running_canary
-from scanning.probes.base import Limits, ProbeResult, Protocol, Reason, Transcript, Verdict
+from scanning.probes.base import (
+    Limits,
+    ProbeContext,
+    ProbeResult,
+    Protocol,
+    Reason,
+    Target,
+    Transcript,
+    Verdict,
+)
 from scanning.probes.canary import CanaryConfig, MemoryHitStore, canary_answer
 from scanning.probes.canary_http import start_http_canary
 from scanning.probes.open_proxy import probe_http_proxy
@@ -54,12 +63,8 @@ async def _probe_scripted_smtp(host: str, answer: Callable[[str], str]) -> Probe
     port = server.sockets[0].getsockname()[1]
     try:
         return await probe_smtp(
-            host,
-            port,
-            target=f"{host}:{port}",
-            canary=_canary(),
-            hits=MemoryHitStore(),
-            limits=LIMITS,
+            Target.at(host, port),
+            ProbeContext(canary=_canary(), hits=MemoryHitStore(), limits=LIMITS),
         )
     finally:
         server.close()
@@ -91,12 +96,13 @@ def test_6to4_and_ietf_protocol_assignments_are_refused() -> None:
 def test_an_ipv4_mapped_alias_shares_the_one_connection_per_ip() -> None:
     state = {"now": 0, "most": 0}
 
-    async def fake_probe(ip: str, port: int, **kwargs: Any) -> ProbeResult:
+    async def fake_probe(target: Target, ctx: ProbeContext, **kwargs: Any) -> ProbeResult:
+        ip, port = target.ip, target.port
         state["now"] += 1
         state["most"] = max(state["most"], state["now"])
         await asyncio.sleep(0.05)
         state["now"] -= 1
-        return ProbeResult(kwargs["target"], ip, port, Protocol.SMTP, Verdict.CLOSED)
+        return ProbeResult(target.given, ip, port, Protocol.SMTP, Verdict.CLOSED)
 
     options = ScanOptions(protocol="smtp", allow_private=True, network_rate=0)
     scanner = Scanner(
@@ -113,9 +119,10 @@ def test_an_ipv4_mapped_alias_shares_the_one_connection_per_ip() -> None:
 def test_the_exclusion_list_covers_an_ipv4_mapped_alias() -> None:
     probed: list[str] = []
 
-    async def fake_probe(ip: str, port: int, **kwargs: Any) -> ProbeResult:
+    async def fake_probe(target: Target, ctx: ProbeContext, **kwargs: Any) -> ProbeResult:
+        ip, port = target.ip, target.port
         probed.append(ip)
-        return ProbeResult(kwargs["target"], ip, port, Protocol.SMTP, Verdict.CLOSED)
+        return ProbeResult(target.given, ip, port, Protocol.SMTP, Verdict.CLOSED)
 
     options = ScanOptions(protocol="smtp", allow_private=True, network_rate=0)
     scanner = Scanner(
@@ -196,12 +203,10 @@ def test_a_port_that_stops_answering_after_one_reply_is_not_closed() -> None:
             server = holder["server"] = await asyncio.start_server(handle, host, 0)
             port = server.sockets[0].getsockname()[1]
             return await probe_http_proxy(
-                host,
-                port,
-                target=f"{host}:{port}",
-                canary=canary,
-                hits=hits,
-                limits=dataclasses.replace(LIMITS, reply_timeout=0.5),
+                Target.at(host, port),
+                ProbeContext(
+                    canary=canary, hits=hits, limits=dataclasses.replace(LIMITS, reply_timeout=0.5)
+                ),
             )
 
     result = asyncio.run(main())
@@ -266,20 +271,20 @@ def test_no_test_message_goes_through_a_form_routed_by_the_servers_own_word() ->
         port = server.sockets[0].getsockname()[1]
         try:
             return await probe_smtp(
-                "127.0.110.90",
-                port,
-                target=f"127.0.110.90:{port}",
-                canary=CanaryConfig(
-                    domain="canary.test",
-                    http_addr=("127.0.110.1", 9),
-                    tls_addr=("127.0.110.1", 9),
-                    smtp_addr=("127.0.110.1", 9),
-                    secret=b"s",
+                Target.at("127.0.110.90", port),
+                ProbeContext(
+                    canary=CanaryConfig(
+                        domain="canary.test",
+                        http_addr=("127.0.110.1", 9),
+                        tls_addr=("127.0.110.1", 9),
+                        smtp_addr=("127.0.110.1", 9),
+                        secret=b"s",
+                    ),
+                    hits=MemoryHitStore(),
+                    limits=Limits(reply_timeout=2, exchange_timeout=10, confirm_wait=1),
+                    source="127.0.110.91",
+                    confirm=True,
                 ),
-                hits=MemoryHitStore(),
-                limits=Limits(reply_timeout=2, exchange_timeout=10, confirm_wait=1),
-                source="127.0.110.91",
-                confirm=True,
             )
         finally:
             server.close()

@@ -9,8 +9,10 @@ from fakes.smtp_traps import TrapAddress, final_recipient, run_trap
 from scanning.probes.base import (
     EvidenceLevel,
     Limits,
+    ProbeContext,
     ProbeResult,
     Reason,
+    Target,
     Transport,
     TransportStatus,
     Verdict,
@@ -59,14 +61,14 @@ def probe_trap(
         try:
             with run_trap(kind, host, port=port, **opts) as trap:
                 result = await probe_smtp(
-                    trap.host,
-                    trap.port,
-                    target=f"{trap.host}:{trap.port}",
-                    canary=canary(sink_port),
-                    hits=hits,
-                    limits=LIMITS,
-                    source=source,
-                    **probe_kwargs,
+                    Target.at(trap.host, trap.port),
+                    ProbeContext(
+                        canary=canary(sink_port),
+                        hits=hits,
+                        limits=LIMITS,
+                        source=source,
+                        **probe_kwargs,
+                    ),
                 )
         finally:
             sink.close()
@@ -98,7 +100,7 @@ def test_it_confirms_a_relay_that_delivers_to_the_canary() -> None:
     assert result.details["delivered"] is True
     assert result.details["data"]["outcome"] == "accepted"
     assert result.details["canary_hits"][0]["peer_ip"] == "127.0.20.1"  # the relay's own address
-    [hit] = hits.hits(result.token or "")
+    [hit] = hits.recorded(result.token or "")
     assert hit.kind == "smtp" and hit.headers["Subject"].endswith(result.token or "")
     assert result.software is not None and result.software.family == "Postfix"
     assert result.duration_ms < BOUND_MS
@@ -254,14 +256,14 @@ def test_it_gets_through_greylisting_when_the_same_pair_is_retried() -> None:
                 for _ in range(2):
                     results.append(
                         await probe_smtp(
-                            trap.host,
-                            trap.port,
-                            target=f"{trap.host}:{trap.port}",
-                            canary=canary(sink_port),
-                            hits=hits,
-                            limits=LIMITS,
-                            source="127.0.21.14",
-                            confirm=True,
+                            Target.at(trap.host, trap.port),
+                            ProbeContext(
+                                canary=canary(sink_port),
+                                hits=hits,
+                                limits=LIMITS,
+                                source="127.0.21.14",
+                                confirm=True,
+                            ),
                             token=token,
                         )
                     )
@@ -411,13 +413,10 @@ def test_it_reports_a_refused_connection() -> None:
 
     async def main() -> ProbeResult:
         return await probe_smtp(
-            "127.0.20.29",
-            port,
-            target=f"127.0.20.29:{port}",
-            canary=canary(),
-            hits=MemoryHitStore(),
-            limits=LIMITS,
-            source="127.0.21.29",
+            Target.at("127.0.20.29", port),
+            ProbeContext(
+                canary=canary(), hits=MemoryHitStore(), limits=LIMITS, source="127.0.21.29"
+            ),
         )
 
     result = asyncio.run(main())
@@ -430,12 +429,8 @@ def test_it_uses_ipv6_literals() -> None:
     async def main() -> ProbeResult:
         with run_trap("closed", "::1") as trap:
             return await probe_smtp(
-                "::1",
-                trap.port,
-                target=f"[::1]:{trap.port}",
-                canary=canary(),
-                hits=MemoryHitStore(),
-                limits=LIMITS,
+                Target.at("::1", trap.port),
+                ProbeContext(canary=canary(), hits=MemoryHitStore(), limits=LIMITS),
             )
 
     result = asyncio.run(main())
@@ -532,13 +527,10 @@ def test_a_rcpt_left_unanswered_after_an_accepted_mail_is_not_an_acceptance() ->
         port = server.sockets[0].getsockname()[1]
         try:
             return await probe_smtp(
-                "127.0.22.90",
-                port,
-                target=f"127.0.22.90:{port}",
-                canary=canary(),
-                hits=MemoryHitStore(),
-                limits=LIMITS,
-                source="127.0.22.91",
+                Target.at("127.0.22.90", port),
+                ProbeContext(
+                    canary=canary(), hits=MemoryHitStore(), limits=LIMITS, source="127.0.22.91"
+                ),
             )
         finally:
             server.close()

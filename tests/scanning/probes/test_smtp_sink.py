@@ -95,7 +95,7 @@ def test_it_records_a_hit_with_the_token_from_the_recipient() -> None:
     replies, hits = run_sink("127.0.23.2", session)
     assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "250", "221"]
     assert SINK_BANNER_MARKER in replies[1]
-    [hit] = hits.hits(token)
+    [hit] = hits.recorded(token)
     assert hit.kind == "smtp"
     assert hit.peer_ip == "127.0.24.2"
     assert hit.headers["Subject"] == f"Open relay test {token}"
@@ -118,7 +118,7 @@ def test_it_finds_the_token_in_the_body_when_the_recipient_lacks_it() -> None:
         client.close()
 
     _, hits = run_sink("127.0.23.3", session)
-    assert len(hits.hits(token)) == 1
+    assert len(hits.recorded(token)) == 1
 
 
 def test_it_refuses_other_domains_and_bad_sequences() -> None:
@@ -159,4 +159,4 @@ def test_it_refuses_a_message_over_64_kb() -> None:
 
     reply, hits = run_sink("127.0.23.5", session)
     assert reply.startswith("552")
-    assert hits.hits(token) == []
+    assert hits.recorded(token) == []

@@ -12,9 +12,10 @@ address use it; "auth" accepts AUTH_USER/AUTH_PASSWORD. Each peer gets its own i
 PID. It runs in a private mount namespace whose /etc/hosts, resolv.conf and nsswitch.conf are the
 instance's: names resolve only from that hosts file (the canary domain to the canary address) and
 the only name server is a loopback NXDOMAIN responder, so no peer can reach the machine's
-resolver. Templates live next to this file; their @@NAME@@ placeholders are filled at start.
+resolver. Templates live in tests/peers/<server>/; their @@NAME@@ placeholders are filled at
+start.
 
-Plain Python, no Django: scripts and benchmarks can use it too.
+Plain Python, no Django: the tests and the benchmarks (bench/probe_bench.py) share it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PEERS_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PEERS_DIR.parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The configuration templates stay with the peer tests (the guide tests read them too).
+PEERS_DIR = REPO_ROOT / "tests" / "peers"
 EXIM_ROOT = Path(os.environ.get("PEERS_EXIM_ROOT", REPO_ROOT / "var" / "peers" / "exim"))
 INSTALL_HINT = "run .ci/install-peers.sh"
 # The only name server a peer knows: a loopback responder (started with the first peer) that
