@@ -14,9 +14,9 @@ from fakes.smtp_traps import run_trap
 from letters import guides
 from letters.links import remediation_link_issue
 from letters.models import Letter, LetterKind
+from letters.owner_page import next_text
 from letters.rendering import bcp47, local_date
 from letters.services import letter_next_contact
-from letters.owner_page import next_text
 from scanning.models import Finding, ScanRun, Target
 from scanning.signals import finding_recorded
 from tests.base import BaseTestCase
