@@ -329,7 +329,6 @@ SCAN_NETWORK_RATE = float(env_int("SCAN_NETWORK_RATE", 2, minimum=0))  # session
 SCAN_CONNECT_TIMEOUT = float(env_int("SCAN_CONNECT_TIMEOUT", 10, minimum=1))
 SCAN_REPLY_TIMEOUT = float(env_int("SCAN_REPLY_TIMEOUT", 10, minimum=1))
 SCAN_EXCHANGE_TIMEOUT = float(env_int("SCAN_EXCHANGE_TIMEOUT", 30, minimum=1))
-SCAN_CONFIRM_WAIT = float(env_int("SCAN_CONFIRM_WAIT", 60, minimum=1))
 # A relay that took the test message is stored provisional; a delivery to the canary upgrades it
 # whenever it comes, and one still unconfirmed this many seconds after its probe is settled.
 SCAN_CONFIRM_DEADLINE = env_int("SCAN_CONFIRM_DEADLINE", 10 * 60, minimum=1)

@@ -24,7 +24,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from campaign import selectors
 from campaign.admin_base import BehindTheCaseMixin, PartnerScopedAdmin, log_service_action
-from letters import links, rendering, services
+from letters import links, printing, rendering, sandbox, services
 
 # Importing admin_case also registers the case page (the workbench) in place of campaign's.
 from letters.admin_case import LetterPdfMixin
@@ -235,7 +235,7 @@ class LetterTemplateAdmin(PartnerScopedAdmin):
                 request.POST.get("body_html", source.body_html),
                 request.POST.get("body_text", source.body_text),
             )
-        error = next((e for e in map(rendering.sandbox_check, vars(source).values()) if e), None)
+        error = next((e for e in map(sandbox.sandbox_check, vars(source).values()) if e), None)
         if error:
             return HttpResponse(f"Template error: {error}", content_type="text/plain", status=400)
         try:
@@ -247,7 +247,7 @@ class LetterTemplateAdmin(PartnerScopedAdmin):
                 status=400,
             )
         if fmt == "pdf":
-            response = HttpResponse(rendering.letter_pdf(rendered), content_type="application/pdf")
+            response = HttpResponse(printing.letter_pdf(rendered), content_type="application/pdf")
             response["Content-Disposition"] = (
                 f'inline; filename="preview-{template.language}-{template.kind}.pdf"'
             )
@@ -297,7 +297,7 @@ def template_blank_fields(template: LetterTemplate) -> list[str]:
     )
     found: list[str] = []
     for source in (template.subject, template.body_html, template.body_text):
-        for problem in rendering.blank_fields(source or "", context):
+        for problem in sandbox.blank_fields(source or "", context):
             if problem not in found:
                 found.append(problem)
     return found

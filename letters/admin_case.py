@@ -34,7 +34,7 @@ from campaign.admin_base import log_service_action
 from campaign.admin_case_display import LANGUAGE_NAMES, NEXT_ACTIONS, status_badge
 from campaign.admin_cases import CaseAdmin
 from campaign.models import Case, Suppression
-from letters import links, rendering, services
+from letters import links, printing, rendering, services
 from letters.models import Letter, LetterKind, RemediationLink
 from scanning.models import Verdict
 
@@ -431,7 +431,7 @@ class CaseWorkbenchAdmin(CaseAdmin):
             remediation_url=links.PREVIEW_URL,
         )
         if fmt == "pdf":
-            response = HttpResponse(rendering.letter_pdf(rendered), content_type="application/pdf")
+            response = HttpResponse(printing.letter_pdf(rendered), content_type="application/pdf")
             response["Content-Disposition"] = f'inline; filename="{case.reference}-{kind}.pdf"'
         elif fmt == "text":
             response = HttpResponse(rendered.text, content_type="text/plain; charset=utf-8")

@@ -1,29 +1,24 @@
-"""Letters as HTML e-mail, plain text and PDF.
+"""Letters as HTML e-mail and plain text (the PDF is made from the same HTML: letters/printing.py).
 
-Template bodies are edited by staff, so they render in a sandbox: a dedicated Engine with no
-loaders, no libraries, a short list of tags and filters, and a context of plain strings, numbers
-and lists of dicts, never model instances. Only the trusted layout (templates/letters/_layout.html)
-renders with Django's full engine.
+Template bodies are edited by staff, so they render in a sandbox (letters/sandbox.py) with a
+context of plain strings, numbers and lists of dicts, never model instances. Only the trusted
+layout (templates/letters/_layout.html) renders with Django's full engine.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import logging
-import mimetypes
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, ClassVar, cast
-from urllib.parse import unquote
+from typing import Any
 
 from django.conf import settings
 from django.contrib.staticfiles import finders
-from django.template import Context, Engine, Library, defaultfilters, defaulttags
 from django.template.loader import render_to_string
 from django.utils import dateformat, formats, timezone, translation
 from django.utils.safestring import mark_safe
@@ -31,73 +26,14 @@ from django.utils.safestring import mark_safe
 from campaign.models import Case, Partner
 from letters import render_budget
 from letters.models import Letter, LetterKind, LetterTemplate
+from letters.sandbox import sandbox_render
 from scanning.models import OPEN_VERDICTS
 
-logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)  # a line per step otherwise
-
 SHIPPED_DIR = Path(settings.BASE_DIR) / "templates" / "letters"
+# The base URL of the PDF's assets. It never resolves: the PDF's fetcher (letters/printing.py)
+# answers for it from local files only.
+ASSET_BASE = "https://letter-assets.invalid/"
 SUBJECT_LINE = re.compile(r"^\s*\{#\s*subject:\s*(?P<subject>.*?)\s*#\}\s*$")
-
-# --- The sandbox --------------------------------------------------------------------------------
-# No load/include/extends/block (no way to reach other templates or libraries), no url/csrf/debug
-# (no view of the project), no autoescape/safe (banners and hostnames are untrusted).
-SANDBOX_TAGS = (
-    "comment", "cycle", "filter", "firstof", "for", "if", "ifchanged", "now", "regroup",
-    "spaceless", "templatetag", "verbatim", "widthratio", "with",
-)  # fmt: skip
-UNSAFE_FILTERS = {"safe", "safeseq", "pprint", "force_escape", "json_script", "urlize",
-                  "urlizetrunc"}  # fmt: skip
-
-register = Library()  # the sandbox's only builtins (Engine imports this module's `register`)
-for _name in SANDBOX_TAGS:
-    register.tags[_name] = defaulttags.register.tags[_name]
-for _name, _filter in defaultfilters.register.filters.items():
-    if _name not in UNSAFE_FILTERS:
-        register.filters[_name] = _filter
-# Loops are metered and the filters that can write megabytes are bounded (render_budget.py).
-register.tag("for", render_budget.do_for)
-for _name, _filter in render_budget.BOUNDED_FILTERS.items():
-    register.filter(_name, _filter, is_safe=True)
-
-
-class _SandboxEngine(Engine):
-    default_builtins: ClassVar[list[str]] = []  # not even loader_tags
-
-
-@lru_cache(maxsize=2)
-def sandbox_engine(autoescape: bool = True) -> Engine:
-    return _SandboxEngine(
-        dirs=[],
-        app_dirs=False,
-        loaders=[],
-        libraries={},
-        builtins=["letters.rendering"],
-        autoescape=autoescape,
-        string_if_invalid="",
-        debug=False,
-    )
-
-
-def sandbox_render(source: str, context: dict[str, Any], *, autoescape: bool = True) -> str:
-    """Raises RenderBudgetExceeded when the template runs too long or writes too much."""
-    template = sandbox_engine(autoescape).from_string(source)
-    with render_budget.render_budget():
-        output = template.render(Context(context, autoescape=autoescape))
-    if len(output) > settings.LETTER_RENDER_MAX_CHARS:
-        render_budget.charge(chars=len(output))  # over the cap on its own: says so
-    return output
-
-
-def sandbox_check(source: str) -> str | None:
-    """The syntax error a template body has in the sandbox, or None."""
-    from django.template import TemplateSyntaxError
-
-    try:
-        sandbox_engine(True).from_string(source)
-    except TemplateSyntaxError as exc:
-        return str(exc)
-    return None
-
 
 # --- Context ------------------------------------------------------------------------------------
 KIND_BY_PROTOCOL = {
@@ -234,54 +170,6 @@ def sample_context(
         "first_letter_date": local_date(today - timedelta(days=21), language, partner.country),
         "fixed_date": local_date(today, language, partner.country),
     }
-
-
-# What each field is, for the report of a field that would print nothing.
-FIELD_SOURCES = {
-    "agency": "the partner's agency name",
-    "country_name": "the partner's country name",
-    "signatory_name": "the partner's signatory name",
-    "signatory_title": "the partner's signatory title (dropped when it only repeats the agency)",
-    "reply_to": "the partner's reply-to address",
-    "agency_website": "the partner's website",
-}
-
-
-def blank_fields(source: str, context: dict[str, Any]) -> list[str]:
-    """Fields the template prints that would come out empty with this context, or that do not
-    exist at all (a typo prints nothing too), as sentences for the template's page."""
-    from django.template.base import Variable, VariableNode
-    from django.template.defaulttags import ForNode, WithNode
-
-    try:
-        template = sandbox_engine(True).from_string(source)
-    except Exception:  # the sandbox check reports syntax errors on its own
-        return []
-    nodelist = template.nodelist
-    bound = {"forloop"}
-    for loop in nodelist.get_nodes_by_type(ForNode):
-        bound.update(cast(ForNode, loop).loopvars)
-    for with_node in nodelist.get_nodes_by_type(WithNode):
-        bound.update(cast(WithNode, with_node).extra_context)
-    problems: list[str] = []
-    seen: set[str] = set()
-    for node in nodelist.get_nodes_by_type(VariableNode):
-        expression = cast(VariableNode, node).filter_expression
-        var = expression.var
-        if not isinstance(var, Variable) or not var.lookups or var.lookups[0] in bound:
-            continue
-        name = var.lookups[0]
-        if name in seen or any(
-            f[0].__name__ in ("default", "default_if_none") for f in expression.filters
-        ):
-            continue
-        seen.add(name)
-        if name not in context:
-            problems.append(f"{{{{ {var.var} }}}} is not a field letters have: it prints nothing.")
-        elif context[name] in ("", None, []):
-            what = FIELD_SOURCES.get(name, "this field")
-            problems.append(f"{{{{ {name} }}}} would print nothing: {what} is empty.")
-    return problems
 
 
 # --- Rendering ----------------------------------------------------------------------------------
@@ -491,82 +379,3 @@ def html_to_text(html: str) -> str:
     lines = [line.strip() for line in "".join(parser.parts).splitlines()]
     text = "\n".join(lines)
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
-
-
-# --- PDF ----------------------------------------------------------------------------------------
-# A base URL that never resolves: the fetcher below answers for it from local files only.
-ASSET_BASE = "https://letter-assets.invalid/"
-
-
-def asset_path(url: str) -> Path | None:
-    """The local file an asset URL names, or None: our static files and partners' letterheads.
-
-    The path is decoded and checked segment by segment before it is joined, then resolved (which
-    follows symlinks) and checked again against its folder, so an encoded `..` (`%2e%2e`, `%2F`)
-    after the allowed prefix can never step out to another partner's letters under MEDIA_ROOT.
-    """
-    rel = url.split("?", 1)[0].split("#", 1)[0]
-    if not rel.startswith(ASSET_BASE):
-        return None
-    rel = unquote(rel.removeprefix(ASSET_BASE))
-    segments = rel.split("/")
-    if any(part in ("", ".", "..") or "\\" in part or "\x00" in part or "%" in part
-           for part in segments):  # fmt: skip
-        return None
-    if segments[0] == "static":
-        found = finders.find("/".join(segments[1:]))
-        return Path(found) if isinstance(found, str) else None
-    if segments[:2] == ["media", "letterheads"] and len(segments) > 2:
-        folder = (Path(settings.MEDIA_ROOT) / "letterheads").resolve()
-        path = folder.joinpath(*segments[2:]).resolve()
-        return path if path.is_relative_to(folder) else None
-    return None
-
-
-def _static_only_fetcher() -> Any:
-    from weasyprint.urls import URLFetcher, URLFetcherResponse
-
-    class StaticOnlyFetcher(URLFetcher):
-        """Serves our static files, partners' letterheads and data: URIs; nothing else, ever."""
-
-        def fetch(self, url: str, headers: Any = None) -> URLFetcherResponse:
-            if url.startswith("data:"):
-                return super().fetch(url, headers)
-            path = asset_path(url)
-            if path is None or not path.is_file():
-                raise ValueError(f"letters fetch only local assets, not {url!r}")
-            kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
-            return URLFetcherResponse(url, body=path.read_bytes(), headers={"Content-Type": kind})
-
-    return StaticOnlyFetcher()
-
-
-@lru_cache(maxsize=1)
-def _pdf_tools() -> tuple[Any, Any]:
-    from weasyprint.text.fonts import FontConfiguration
-
-    return FontConfiguration(), _static_only_fetcher()
-
-
-_IMAGE_CACHE: dict[str, Any] = {}  # letterheads and CSS images, shared across letters
-
-
-def html_to_pdf(html: str) -> bytes:
-    from weasyprint import HTML
-
-    font_config, fetcher = _pdf_tools()
-    if len(_IMAGE_CACHE) > 64:  # each QR code is a new data: URI; keep the cache small
-        _IMAGE_CACHE.clear()
-    document = HTML(string=html, base_url=ASSET_BASE, url_fetcher=fetcher).render(
-        font_config=font_config, cache=_IMAGE_CACHE
-    )
-    # A letter embeds no files: drop <link rel=attachment> and <a rel=attachment> before
-    # WeasyPrint fetches them into the PDF.
-    document.metadata.attachments = []
-    for page in document.pages:
-        page.links = [link for link in page.links if link[0] != "attachment"]
-    return document.write_pdf()
-
-
-def letter_pdf(rendered: RenderedLetter) -> bytes:
-    return html_to_pdf(rendered.pdf_html)

@@ -55,7 +55,8 @@ def findings_confirm_from_hits(*, tokens: Iterable[str] | None = None) -> int:
     many were upgraded; safe to run any number of times, by any number of workers."""
     pending = Finding.objects.filter(final=False).filter(Exists(_deliveries()))
     if tokens is not None:
-        wanted = sorted({t for t in tokens if t})
+        # From a task's message: only what could be a token is looked up.
+        wanted = sorted({t for t in tokens if isinstance(t, str) and 0 < len(t) <= 64})
         if not wanted:
             return 0
         pending = pending.filter(token__in=wanted)

@@ -291,9 +291,7 @@ async def _probe_targets(
         source=settings.SCAN_SOURCE_ADDRESS or None,
         scanner_name=settings.SCANNER_NAME,
         user_agent=probe_environment().user_agent,
-        # No session waits for the canary: a relay that took the test message is stored
-        # provisional and upgraded whenever the delivery arrives (scanning/confirmation.py).
-        limits=dataclasses.replace(scan_limits(), confirm_wait=0),
+        limits=scan_limits(),
         network_rate=settings.SCAN_NETWORK_RATE,
         max_concurrency=settings.SCAN_CONCURRENCY,
     )
@@ -583,7 +581,9 @@ def scan_limits() -> Limits:
         connect_timeout=settings.SCAN_CONNECT_TIMEOUT,
         reply_timeout=settings.SCAN_REPLY_TIMEOUT,
         exchange_timeout=settings.SCAN_EXCHANGE_TIMEOUT,
-        confirm_wait=settings.SCAN_CONFIRM_WAIT,
+        # No campaign session waits for the canary: a relay that took the test message is
+        # stored provisional and upgraded whenever the delivery arrives (scanning/confirmation.py).
+        confirm_wait=0,
     )
 
 

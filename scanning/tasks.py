@@ -4,8 +4,8 @@ from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 
 
-# The soft limit is well above one batch's bounded exchanges (docs/probes.md: 30 s each,
-# confirmation waits separate), so only a wedged batch is cut off; it is then marked failed.
+# The soft limit is well above one batch's bounded exchanges (docs/probes.md: 30 s each, and no
+# wait for confirmations), so only a wedged batch is cut off; it is then marked failed.
 # A database error (the claim included) retries with back-off; a lost retry is repaired by the
 # reconciler, which finds the batch pending or its claim expired.
 @shared_task(

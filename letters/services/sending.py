@@ -34,7 +34,7 @@ from campaign.services import (
     case_record_event,
     case_transition,
 )
-from letters import emails, links, rendering
+from letters import emails, links, printing, rendering
 from letters.models import DeliveryEvent, Letter, LetterKind
 from letters.services.queueing import QUEUEABLE
 
@@ -189,7 +189,7 @@ def letter_send(*, letter_id: int, last_attempt: bool = False, claim: str = "") 
         letter.remediation_links.all().delete()
         url, _link = links.remediation_link_issue(letter.case, letter)
         rendered = rendering.render_letter_record(letter, remediation_url=url)
-        pdf = rendering.letter_pdf(rendered)
+        pdf = printing.letter_pdf(rendered)
         message = emails.advisory_message(letter, rendered=rendered, pdf=pdf)
     except (OperationalError, InterfaceError):
         raise  # the task retries and takes over its own claim

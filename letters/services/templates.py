@@ -14,7 +14,7 @@ from django.utils import timezone
 from campaign import selectors
 from campaign.models import Partner
 from campaign.selectors import AnyUser
-from letters import rendering, tone
+from letters import rendering, sandbox, tone
 from letters.models import LetterTemplate
 
 
@@ -91,7 +91,7 @@ def template_approval_refusal(template: LetterTemplate, actor: AnyUser) -> str |
     if template.created_by_id is not None and template.created_by_id == actor.pk:
         return "You edited this version: another approver must approve it."
     for source in (template.subject, template.body_html, template.body_text):
-        error = rendering.sandbox_check(source)
+        error = sandbox.sandbox_check(source)
         if error:
             return f"The template does not render in the sandbox: {error}"
     problems = template_tone_problems(template)

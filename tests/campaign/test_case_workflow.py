@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import ast
+import re
+from pathlib import Path
 from unittest import mock
 
 from django.db import DatabaseError, IntegrityError, transaction
@@ -7,6 +10,51 @@ from django.db import DatabaseError, IntegrityError, transaction
 from campaign import services
 from campaign.models import Campaign, Case, CaseEvent, Partner, ServerOwner
 from tests.base import BaseTestCase
+
+REPO = Path(__file__).resolve().parents[2]
+APPS = ("api", "campaign", "config", "letters", "reporting", "scanning")
+
+
+def case_status_writers() -> list[str]:
+    """Every place in the apps that writes a case's status: a `status=` update on a Case
+    queryset, or an assignment to `<...case...>.status` ("file:line in function")."""
+    found = []
+    for app in APPS:
+        for path in sorted((REPO / app).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            where = {}
+            for func in ast.walk(tree):
+                if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                    for node in ast.walk(func):
+                        where[id(node)] = func.name  # the innermost function wins (walked last)
+            for node in ast.walk(tree):
+                writes = False
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    receiver = ast.unparse(node.func.value)
+                    writes = (
+                        node.func.attr in ("update", "bulk_update")
+                        and re.search(r"\bCase\.objects\b", receiver) is not None
+                        and (
+                            any(k.arg == "status" for k in node.keywords)
+                            or any("status" in ast.unparse(arg) for arg in node.args)
+                        )
+                    )
+                elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    for target in targets:
+                        for el in target.elts if isinstance(target, ast.Tuple) else [target]:
+                            if (
+                                isinstance(el, ast.Attribute)
+                                and el.attr == "status"
+                                and "case" in ast.unparse(el.value).lower()
+                            ):
+                                writes = True
+                if writes:
+                    rel = path.relative_to(REPO)
+                    found.append(f"{rel}:{node.lineno} in {where.get(id(node), '<module>')}")
+    return found
 
 
 class CaseTransitionTestCase(BaseTestCase):
@@ -65,6 +113,13 @@ class CaseTransitionTestCase(BaseTestCase):
         # `stale` still says READY; the service must re-read the row and refuse READY -> NOTIFIED.
         with self.assertRaises(services.IllegalTransition):
             services.case_transition(case=stale, to_status=Case.Status.NOTIFIED)
+
+
+def test_only_the_transition_service_writes_a_case_status() -> None:
+    # Anything else would change a status without its CaseEvent (and without the checks).
+    writers = [w.split(":", 1)[0] + " in " + w.rsplit(" in ", 1)[1] for w in case_status_writers()]
+    assert writers == ["campaign/services.py in case_transition"] * len(writers), writers
+    assert writers, "the sweep found not even case_transition: it no longer sees the writes"
 
 
 class ConstraintsTestCase(BaseTestCase):

@@ -16,7 +16,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from campaign.models import CaseEvent, Contact, Suppression
-from letters import rendering, services
+from letters import printing, services
 from letters.models import DeliveryEvent, Heartbeat, Letter
 from letters.services import sending
 from letters.tasks import send_letter
@@ -75,7 +75,7 @@ class OutboxTestCase(BaseTestCase):
 
     def test_a_worker_whose_claim_was_taken_over_while_rendering_does_not_send(self) -> None:
         letter = self.queued()
-        real_pdf = rendering.letter_pdf
+        real_pdf = printing.letter_pdf
 
         def slow_render(*args: object, **kwargs: object) -> bytes:
             # The lease ran out while this worker rendered; another worker took the letter over.
@@ -84,7 +84,7 @@ class OutboxTestCase(BaseTestCase):
             )
             return real_pdf(*args, **kwargs)  # type: ignore[arg-type]
 
-        with mock.patch("letters.rendering.letter_pdf", slow_render):
+        with mock.patch("letters.printing.letter_pdf", slow_render):
             services.letter_send(letter_id=letter.id, claim="slow-worker")
         self.assertEqual(len(mail.outbox), 0)  # the other worker sends it, once
         letter.refresh_from_db()
@@ -152,7 +152,7 @@ class OutboxTestCase(BaseTestCase):
         from celery.exceptions import SoftTimeLimitExceeded
 
         letter = self.queued()
-        with mock.patch("letters.rendering.letter_pdf", side_effect=SoftTimeLimitExceeded()):
+        with mock.patch("letters.printing.letter_pdf", side_effect=SoftTimeLimitExceeded()):
             send_letter(letter.id)
         letter.refresh_from_db()
         self.assertEqual(letter.status, S.QUEUED)

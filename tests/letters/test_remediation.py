@@ -436,6 +436,11 @@ class OptOutTestCase(RemediationTestCase):
         self.assertEqual(event.data["email"], "abuse@alpha.example")
         self.case.refresh_from_db()
         self.assertEqual(self.case.status, Case.Status.SUPPRESSED)
+        self.assertTrue(  # through the transition service, with its audit row
+            self.case.events.filter(
+                kind=CaseEvent.Kind.STATUS_CHANGED, to_status=Case.Status.SUPPRESSED
+            ).exists()
+        )
         self.assertIsNone(letter_next_contact(self.case))
         self.assertContains(
             self.client.get(self.url),

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.template import TemplateSyntaxError
 
-from letters import links, rendering
+from letters import links, printing, rendering, sandbox
 from letters.rendering import TemplateSource
 from tests.base import BaseTestCase
 from tests.conftest import require
@@ -46,7 +46,7 @@ class RenderingTestCase(BaseTestCase):
             self.assertIn("open mail relay", part)
         self.assertNotIn("<", letter.text)  # a real plain-text alternative, not HTML
         self.assertIn("Alpha Agency", letter.text)
-        pdf = rendering.letter_pdf(letter)
+        pdf = printing.letter_pdf(letter)
         self.assertTrue(pdf.startswith(b"%PDF-"))
         text = pdf_text(pdf)
         self.assertIn(reference, text)
@@ -109,15 +109,15 @@ class RenderingTestCase(BaseTestCase):
         self.addCleanup(self.alpha.letterhead.delete, save=False)
         letter = self.render()
         self.assertIn("media/letterheads/", letter.pdf_html)
-        fetcher = rendering._pdf_tools()[1]
-        fetched = fetcher.fetch(f"{rendering.ASSET_BASE}media/{self.alpha.letterhead.name}")
+        fetcher = printing._pdf_tools()[1]
+        fetched = fetcher.fetch(f"{printing.ASSET_BASE}media/{self.alpha.letterhead.name}")
         self.assertEqual(fetched.read(), png)
-        self.assertIn(b"/Image", rendering.letter_pdf(letter))
+        self.assertIn(b"/Image", printing.letter_pdf(letter))
         for url in (
             "http://127.0.0.1:8000/admin/",
             "file:///etc/passwd",
-            f"{rendering.ASSET_BASE}media/../../etc/passwd",
-            f"{rendering.ASSET_BASE}media/letters/2026/01/x.pdf",
+            f"{printing.ASSET_BASE}media/../../etc/passwd",
+            f"{printing.ASSET_BASE}media/letters/2026/01/x.pdf",
         ):
             with self.assertRaises((ValueError, SuspiciousFileOperation)):
                 fetcher.fetch(url)
@@ -134,7 +134,7 @@ class CJKFontTestCase(BaseTestCase):
             remediation_url=URL,
         )
         self.assertIn(f'<html lang="{rendering.bcp47(language)}">', letter.pdf_html)
-        return rendering.letter_pdf(letter)
+        return printing.letter_pdf(letter)
 
     def assert_face(self, language: str, wanted: str, unwanted: tuple[str, ...]) -> None:
         pdf = self.render_pdf(language)
@@ -171,16 +171,16 @@ class SandboxTestCase(BaseTestCase):
             "{{ findings.0.target.server_owner }}{{ findings.0.finding }}",
             "{% for f in findings %}{{ f.finding.transcript }}{{ f.target }}{% endfor %}",
         ):
-            self.assertEqual(rendering.sandbox_render(source, self.context()).strip(), "", source)
+            self.assertEqual(sandbox.sandbox_render(source, self.context()).strip(), "", source)
 
     def test_underscore_attributes_are_refused(self) -> None:
         with self.assertRaises(TemplateSyntaxError):
-            rendering.sandbox_render("{{ reference.__class__ }}", self.context())
+            sandbox.sandbox_render("{{ reference.__class__ }}", self.context())
 
     def test_no_library_can_be_loaded(self) -> None:
         for library in ("static", "i18n", "admin_urls", "log", "tz", "cache"):
             with self.assertRaises(TemplateSyntaxError, msg=library):
-                rendering.sandbox_render(f"{{% load {library} %}}", self.context())
+                sandbox.sandbox_render(f"{{% load {library} %}}", self.context())
 
     def test_no_other_template_can_be_reached(self) -> None:
         for source in (
@@ -194,15 +194,15 @@ class SandboxTestCase(BaseTestCase):
             "{{ owner_name|safe }}",
         ):
             with self.assertRaises(TemplateSyntaxError, msg=source):
-                rendering.sandbox_render(source, self.context())
+                sandbox.sandbox_render(source, self.context())
 
     def test_untrusted_values_are_escaped(self) -> None:
         context = {**self.context(), "owner_name": "<script>alert(1)</script>"}
-        out = rendering.sandbox_render("<p>{{ owner_name }}</p>", context)
+        out = sandbox.sandbox_render("<p>{{ owner_name }}</p>", context)
         self.assertEqual(out, "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>")
 
     def test_missing_values_render_as_nothing(self) -> None:
-        self.assertEqual(rendering.sandbox_render("[{{ nope }}]", self.context()), "[]")
+        self.assertEqual(sandbox.sandbox_render("[{{ nope }}]", self.context()), "[]")
 
 
 class RenderLetterCommandTestCase(BaseTestCase):

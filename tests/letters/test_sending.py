@@ -317,7 +317,7 @@ class QueueTestCase(BaseTestCase):
     def test_a_template_that_breaks_fails_before_anything_is_sent(self) -> None:
         with self.captureOnCommitCallbacks(execute=False):
             letter = services.letter_queue(case=self.alpha_case, fresh=True)
-        with mock.patch("letters.rendering.letter_pdf", side_effect=RuntimeError("no fonts")):
+        with mock.patch("letters.printing.letter_pdf", side_effect=RuntimeError("no fonts")):
             send_letter(letter.id)
         letter.refresh_from_db()
         self.assertEqual(letter.status, Letter.Status.FAILED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from letters import rendering
+from letters import printing, rendering
 from tests.base import BaseTestCase
 from tests.letters.helpers import pdf_font_names, pdf_text, squash
 from tests.letters.test_rendering import cjk_fonts_installed
@@ -37,7 +37,7 @@ class ShippedRenderingTestCase(BaseTestCase):
                     self.assertIn(URL, part)
                     self.assertIn(self.alpha_case.reference, part)
                 self.assertNotIn("{{", letter.html)
-                pdf = rendering.letter_pdf(letter)
+                pdf = printing.letter_pdf(letter)
                 text = pdf_text(pdf)
                 self.assertIn(self.alpha_case.reference, text)
                 self.assertIn(URL, text.replace("\n", ""))

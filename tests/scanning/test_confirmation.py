@@ -34,7 +34,6 @@ FAST = {
     "SCAN_REPLY_TIMEOUT": 2.0,
     "SCAN_CONNECT_TIMEOUT": 2.0,
     "SCAN_EXCHANGE_TIMEOUT": 8.0,
-    "SCAN_CONFIRM_WAIT": 60.0,  # what a batch used to wait; it must not any more
     "SCAN_CONFIRM_DEADLINE": 600,
     "SCAN_NETWORK_RATE": 0.0,
     "SCAN_GREYLIST_RETRY_DELAYS": [0, 0],

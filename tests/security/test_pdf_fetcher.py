@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.test import SimpleTestCase, override_settings
 
-from letters import rendering
+from letters import printing, rendering
 from letters.rendering import TemplateSource
 from tests.base import BaseTestCase
 
@@ -38,10 +38,10 @@ class MediaFixture:
 class AssetPathTestCase(MediaFixture, SimpleTestCase):
     def setUp(self) -> None:
         self.media = self.make_media()
-        self.fetcher = rendering._static_only_fetcher()
+        self.fetcher = printing._static_only_fetcher()
 
     def fetch(self, tail: str) -> bytes:
-        return self.fetcher.fetch(rendering.ASSET_BASE + tail).read()
+        return self.fetcher.fetch(printing.ASSET_BASE + tail).read()
 
     def test_it_refuses_an_encoded_dotdot_after_the_letterheads_prefix(self) -> None:
         for tail in (
@@ -64,7 +64,7 @@ class AssetPathTestCase(MediaFixture, SimpleTestCase):
 
     def test_it_refuses_other_media_and_other_schemes(self) -> None:
         for url in (
-            rendering.ASSET_BASE + "media/letters/2026/de.pdf",
+            printing.ASSET_BASE + "media/letters/2026/de.pdf",
             "file://" + str(self.media / "letters" / "2026" / "de.pdf"),
             "http://127.0.0.1:8000/media/letters/2026/de.pdf",
         ):
@@ -91,7 +91,7 @@ class AttachmentTestCase(MediaFixture, BaseTestCase):
             '<link rel="attachment" href="static/letters/letter.css"></head>'
             "<body><p>Dear owner</p></body></html>"
         )
-        self.assert_nothing_embedded(rendering.html_to_pdf(html))
+        self.assert_nothing_embedded(printing.html_to_pdf(html))
 
     def test_it_embeds_no_a_rel_attachment_from_a_staff_template(self) -> None:
         body = (
@@ -105,4 +105,4 @@ class AttachmentTestCase(MediaFixture, BaseTestCase):
             remediation_url="http://127.0.0.1:8000/r/token/",
         )
         self.assertIn('rel="attachment"', letter.pdf_html)  # the attempt reaches WeasyPrint
-        self.assert_nothing_embedded(rendering.letter_pdf(letter))
+        self.assert_nothing_embedded(printing.letter_pdf(letter))

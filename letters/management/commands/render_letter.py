@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from campaign.models import Case
-from letters import links, rendering
+from letters import links, printing, rendering
 from letters.models import LetterKind, LetterTemplate
 
 
@@ -48,7 +48,7 @@ class Command(BaseCommand):
         rendered = rendering.render_case(
             case, kind=kind, language=language, source=source, remediation_url=links.PREVIEW_URL
         )
-        pdf = rendering.letter_pdf(rendered)
+        pdf = printing.letter_pdf(rendered)
         output = Path(options["output"])
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_bytes(pdf)
