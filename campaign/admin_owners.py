@@ -87,6 +87,7 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
     list_filter = (PartnerFilter, values_filter(ServerOwner, "country", _("country")))
     search_fields = ("name", "rdap_handle", "contacts__email")
     ordering = ("name",)
+    sortable_by = ("name", "country")  # indexed; the partner is a filter
     list_select_related = ("partner",)
     inlines = (ContactInline, CaseInline)
     readonly_fields = ("servers", "created_at", "updated_at")
@@ -185,6 +186,7 @@ class ContactAdmin(PartnerScopedAdmin):
     list_filter = ("kind", "source")
     search_fields = ("email", "server_owner__name")
     list_select_related = ("server_owner",)
+    sortable_by = ("server_owner", "position")  # the contact chain's own index
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
@@ -218,6 +220,7 @@ class AttributionAdmin(AddressSearchMixin, PartnerScopedAdmin):
     asn_field = "target__asn"
     text_search = (("reverse_dns", anything), ("abuse_email__iexact", looks_like_email))
     list_select_related = ("target", "server_owner")
+    sortable_by = ("target", "server_owner")  # indexed: a million rows are never sorted whole
     autocomplete_fields = ("server_owner",)
     raw_id_fields = ("target",)
 

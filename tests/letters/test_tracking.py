@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from campaign.models import Case, CaseEvent, Contact, Suppression
 from letters import services
-from letters.models import DeliveryEvent, Letter
+from letters.models import DeliveryEvent, Letter, LetterKind
 from letters.services import tracking
 from tests.base import BaseTestCase
 from tests.letters.helpers import approved_template
@@ -176,6 +176,15 @@ class TrackingTestCase(BaseTestCase):
 
     def test_an_ses_permanent_bounce_queues_the_next_contact(self) -> None:
         self.assert_hard_bounce_moves_on("amazon_ses", self.ses("amazon_ses_bounce"))
+
+    def test_a_hard_bounced_address_gets_no_later_letter_of_any_kind(self) -> None:
+        self.assert_hard_bounce_moves_on("postmark", self.postmark("postmark_bounce"))
+        approved_template(self.alpha, kind=LetterKind.REMINDER)
+        self.alpha_case.refresh_from_db()
+        with self.captureOnCommitCallbacks(execute=True):
+            reminder = services.letter_queue(case=self.alpha_case, kind=LetterKind.REMINDER)
+        self.assertEqual(reminder.recipient_email, "noc@alpha.example")
+        self.assertNotIn([self.email], [m.to for m in mail.outbox][1:])
 
     def test_soft_bounces_are_recorded_only(self) -> None:
         self.assert_posted("postmark", self.postmark("postmark_soft_bounce"))
