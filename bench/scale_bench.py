@@ -6,7 +6,8 @@ BENCH_SCALE_FORMATS, default csv,json,xlsx), the import of a CSV (ours, COPY of 
 a bare table, and COPY plus inserting into Target; BENCH_SCALE_IMPORT_ROWS rows, default all),
 starting a scan run of every target (ours, and the same rows inserted by one SQL statement each),
 and the admin pages (p50 of BENCH_PAGE_RUNS requests and their query count). Rolled back:
-imports, scan runs.
+imports, scan runs. BENCH_SCALE_PARTS picks some of exports, import, scan_run_start, admin_pages
+(default: all).
 """
 
 from __future__ import annotations
@@ -47,10 +48,16 @@ def run() -> dict[str, Any]:
         report["data_set"] = scale_data.build(n)
     else:
         report["data_set"] = {"targets": n, "reused": True}
-    report["exports"] = _exports()
-    report["import"] = _import(n)
-    report["scan_run_start"] = _scan_start()
-    report["admin_pages"] = _pages()
+    parts = os.environ.get("BENCH_SCALE_PARTS", "exports,import,scan_run_start,admin_pages")
+    wanted = {part.strip() for part in parts.split(",")}
+    if "exports" in wanted:
+        report["exports"] = _exports()
+    if "import" in wanted:
+        report["import"] = _import(n)
+    if "scan_run_start" in wanted:
+        report["scan_run_start"] = _scan_start()
+    if "admin_pages" in wanted:
+        report["admin_pages"] = _pages()
     return report
 
 
@@ -314,64 +321,6 @@ def _scan_start() -> dict[str, Any]:
 
 
 def _pages() -> dict[str, Any]:
-    from django.contrib.auth.models import User
-    from django.db import connection
-    from django.test import Client, override_settings
-    from django.test.utils import CaptureQueriesContext
+    from bench import scale_pages
 
-    from campaign.models import Case, ServerOwner
-
-    runs = int(os.environ.get("BENCH_PAGE_RUNS", "5"))
-    big_owner = ServerOwner.objects.order_by("id").first()
-    big_case = Case.objects.filter(server_owner=big_owner).first()
-    assert big_owner is not None and big_case is not None, "the scale data set has no owner"
-    case = Case.objects.order_by("id").values_list("reference", flat=True)[5]
-    pages = {
-        "cases: first page": "/admin/campaign/case/",
-        "cases: page 50": "/admin/campaign/case/?p=50",
-        "cases: status filter": "/admin/campaign/case/?status__exact=notified",
-        "cases: sort by reference": "/admin/campaign/case/?o=1",
-        "cases: search reference": f"/admin/campaign/case/?q={case}",
-        "cases: search owner name": "/admin/campaign/case/?q=Owner+13+Telecom",
-        "cases: search e-mail": "/admin/campaign/case/?q=abuse12%40owner12.example",
-        "cases: search IP": "/admin/campaign/case/?q=10.0.40.7",
-        "findings: first page": "/admin/scanning/finding/",
-        "findings: page 50": "/admin/scanning/finding/?p=50",
-        "findings: verdict filter": "/admin/scanning/finding/?verdict__exact=likely-open",
-        "findings: software filter": "/admin/scanning/finding/?software_family=Squid",
-        "findings: search IP": "/admin/scanning/finding/?q=10.0.40.7",
-        "findings: search CIDR": "/admin/scanning/finding/?q=10.0.30.0/24",
-        "findings: search AS": "/admin/scanning/finding/?q=AS64510",
-        "targets: first page": "/admin/scanning/target/",
-        "targets: search CIDR": "/admin/scanning/target/?q=10.0.30.0/24",
-        "owners: first page": "/admin/campaign/serverowner/",
-        "owners: search name": "/admin/campaign/serverowner/?q=Hosting",
-        "owner page: 10,000 servers": f"/admin/campaign/serverowner/{big_owner.pk}/change/",
-        "case page: 10,000 findings": f"/admin/campaign/case/{big_case.pk}/change/",
-        "attributions: search IP": "/admin/campaign/attribution/?q=10.0.40.7",
-        "case events: first page": "/admin/campaign/caseevent/",
-    }
-    users = {"lead": User.objects.get(username="bench-admin")}
-    users["GB partner"] = User.objects.get(username="bench-gb")
-    out: dict[str, Any] = {}
-    with override_settings(MFA_REQUIRED=False, ALLOWED_HOSTS=["*"]):
-        for who, user in users.items():
-            client = Client()
-            client.force_login(user)
-            for name, path in pages.items():
-                if who != "lead" and "page:" in name:
-                    continue  # owner 0 is another partner's
-                client.get(path)  # warm: sessions, content types, caches
-                times = []
-                for _ in range(runs):
-                    started = time.perf_counter()
-                    response = client.get(path)
-                    times.append(time.perf_counter() - started)
-                with CaptureQueriesContext(connection) as queries:
-                    client.get(path)
-                out[f"{who} · {name}"] = {
-                    "status": response.status_code,
-                    "p50_ms": round(statistics.median(times) * 1000, 1),
-                    "queries": len(queries),
-                }
-    return out
+    return scale_pages.run()

@@ -9,16 +9,20 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.filters import RelatedOnlyFieldListFilter
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.models import User
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 
 from campaign import selectors
-from campaign.admin_scale import ScalePaginator
+from campaign.admin_scale import ScaleChangeList, ScalePaginator
 from campaign.models import Membership, Partner
 from scanning.models import ScanRun
 
@@ -56,9 +60,26 @@ class ScopedAdmin(LeadOnlyFieldsMixin, admin.ModelAdmin):
     change_role: str = Membership.Role.CASEWORKER
     show_full_result_count = False
     paginator = ScalePaginator  # estimated or capped counts: no full count of a million rows
+    # Rendering a row costs the admin about a millisecond (nine cells, a link, a checkbox): at
+    # Django's default of 100 rows that alone outweighs every query of the page.
+    list_per_page = 50
 
     def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
         raise NotImplementedError
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ScaleChangeList
+
+    def action_checkbox(self, obj: Any) -> SafeString:
+        # Django renders this checkbox through the form template engine, which costs more than
+        # the rest of a row put together; the same markup, written directly.
+        label = format_html(gettext("Select this object for an action - {}"), str(obj))
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            label,
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return self.scope_queryset(request, super().get_queryset(request))
@@ -159,7 +180,10 @@ class PartnerScopedAdmin(ScopedAdmin):
     def scope_queryset(self, request: HttpRequest, qs: QuerySet) -> QuerySet:
         if selectors.sees_all_partners(request.user):
             return qs
-        return qs.filter(**{f"{self.partner_field}__in": selectors.partners_for(request.user)})
+        # The ids themselves, not a subquery: PostgreSQL then estimates a partner's share of a
+        # table from its statistics and plans the page's joins for that.
+        mine = list(selectors.partners_for(request.user).values_list("id", flat=True))
+        return qs.filter(**{f"{self.partner_field}__in": mine})
 
     def partner_of(self, obj: models.Model) -> Partner | None:
         value: Any = obj

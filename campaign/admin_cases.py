@@ -131,6 +131,8 @@ class CaseAdmin(PartnerScopedAdmin):
         "opened_on",
     )
     list_display_links = ("reference_cell",)
+    # Columns an index sorts (with the id for ties); the partner is a filter, not a sort.
+    sortable_by = ("reference_cell", "owner_name", "status_badge", "next_step", "opened_on")
     # Filter choices from small tables and settings, and recent windows instead of a date
     # hierarchy: nothing here reads every case to draw the sidebar.
     list_filter = (
@@ -240,7 +242,7 @@ class CaseAdmin(PartnerScopedAdmin):
                 "target__port",
                 "target__protocol",
             )
-            .order_by("-probed_at", "-id")[:SHOWN_ROWS]
+            .order_by("-id")[:SHOWN_ROWS]  # the latest recorded: see letters' case workbench
         )
         body = format_html_join(
             "",
@@ -284,9 +286,13 @@ class CaseAdmin(PartnerScopedAdmin):
         return self.readonly_fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
+        qs = super().get_queryset(request)
+        url_name = request.resolver_match.url_name if request.resolver_match else None
+        if url_name != "campaign_case_changelist":
+            return qs  # the case page counts its findings once, in its own panel
         # Counted for the page's rows only (a subquery per shown row), never prefetched whole.
         links = Case.findings.through.objects.filter(case_id=OuterRef("pk")).values("finding_id")
-        return super().get_queryset(request).annotate(finding_total=SubqueryCount(links))
+        return qs.annotate(finding_total=SubqueryCount(links))
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
@@ -365,6 +371,7 @@ class CaseAdmin(PartnerScopedAdmin):
 class CaseEventAdmin(BehindTheCaseMixin, PartnerScopedAdmin):
     partner_field = "case__partner"
     list_display = ("at", "case", "kind", "from_status", "to_status", "actor_label", "note")
+    sortable_by = ("at", "case")  # indexed
     list_filter = ("kind", recent_filter("at", _("when")))
     search_fields = ("case__reference", "note")
     list_select_related = ("case",)

@@ -18,7 +18,6 @@ from campaign.admin_partners import PartnerFilter
 from campaign.admin_scale import (
     SHOWN_ROWS,
     AddressSearchMixin,
-    anything,
     looks_like_email,
     values_filter,
 )
@@ -87,6 +86,7 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
     list_filter = (PartnerFilter, values_filter(ServerOwner, "country", _("country")))
     search_fields = ("name", "rdap_handle", "contacts__email")
     ordering = ("name",)
+    sortable_by = ("name", "country")  # indexed; the partner is a filter
     list_select_related = ("partner",)
     inlines = (ContactInline, CaseInline)
     readonly_fields = ("servers", "created_at", "updated_at")
@@ -172,10 +172,11 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        q = Q(name__icontains=term) | Q(rdap_handle=term)
         if looks_like_email(term):
-            q |= contact_email_q("pk")(term)
-        return queryset.filter(q), False
+            # An address is looked up in the contacts' index alone: OR-ed with the name's
+            # substring search, PostgreSQL would read every owner.
+            return queryset.filter(contact_email_q("pk")(term)), False
+        return queryset.filter(Q(name__icontains=term) | Q(rdap_handle=term)), False
 
 
 @admin.register(Contact)
@@ -185,6 +186,7 @@ class ContactAdmin(PartnerScopedAdmin):
     list_filter = ("kind", "source")
     search_fields = ("email", "server_owner__name")
     list_select_related = ("server_owner",)
+    sortable_by = ("server_owner",)  # the contact chain's own index (owner, position)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
@@ -216,8 +218,13 @@ class AttributionAdmin(AddressSearchMixin, PartnerScopedAdmin):
     search_fields = ("target__ip", "reverse_dns", "network_name", "abuse_email")
     address_field = "target__ip"
     asn_field = "target__asn"
-    text_search = (("reverse_dns", anything), ("abuse_email__iexact", looks_like_email))
+    # An address goes to its own index only (OR-ed with another column, every row is read).
+    text_search = (
+        ("reverse_dns", lambda term: not looks_like_email(term)),
+        ("abuse_email__iexact", looks_like_email),
+    )
     list_select_related = ("target", "server_owner")
+    sortable_by = ("target", "server_owner")  # indexed: a million rows are never sorted whole
     autocomplete_fields = ("server_owner",)
     raw_id_fields = ("target",)
 

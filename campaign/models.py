@@ -243,7 +243,11 @@ class ServerOwner(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["partner", "name"]), models.Index(fields=["country"])]
+        indexes = [
+            models.Index(fields=["partner", "name"]),
+            models.Index(fields=["country"]),
+            models.Index(fields=["name", "id"], name="owner_name_id"),  # the admin's order
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -297,6 +301,15 @@ class Attribution(models.Model):
     rdap_source = models.URLField(blank=True)
     error = models.CharField(max_length=255, blank=True)
     attributed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        # An owner's servers read from the index alone: the owner page, and a partner's share
+        # of targets and findings in the admin's lists.
+        indexes = [
+            models.Index(fields=["server_owner", "target"], name="attribution_owner_target"),
+            # The admin's search by abuse address, in any case.
+            models.Index(Upper("abuse_email"), name="attribution_abuse_email_upper"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.target} → {self.server_owner or 'unattributed'}"
@@ -380,7 +393,10 @@ class Case(models.Model):
         indexes = [
             models.Index(fields=["partner", "status"]),
             models.Index(fields=["status", "next_action_at"]),
-            models.Index(fields=["opened_at"]),
+            # The admin's sorts, ties broken by id: a page read from the index either way.
+            models.Index(fields=["status", "id"], name="case_status_id"),
+            models.Index(fields=["opened_at", "id"], name="case_opened_id"),
+            models.Index(fields=["next_action_at", "id"], name="case_next_action_id"),
             # The sweep: due cases only, so a sweep with nothing due reads an empty index range.
             models.Index(
                 fields=["next_action_at"],
@@ -440,7 +456,7 @@ class CaseEvent(models.Model):
         HANDLED = "handled", "Handled by staff"
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
-    at = models.DateTimeField(default=timezone.now, db_index=True)
+    at = models.DateTimeField(default=timezone.now)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -455,6 +471,8 @@ class CaseEvent(models.Model):
 
     class Meta:
         ordering = ["case", "at", "id"]
+        # By time, ties by id: the admin's list sorted either way, and its recent windows.
+        indexes = [models.Index(fields=["at", "id"], name="caseevent_at_id")]
 
     def __str__(self) -> str:
         return f"{self.case} {self.kind} {self.at:%Y-%m-%d %H:%M}"

@@ -69,10 +69,13 @@ def work_items(user: AnyUser) -> QuerySet[Case]:
     return cases
 
 
-def work_count(user: AnyUser) -> int:
+def work_count(user: AnyUser, cap: int | None = None) -> int:
+    """How many cases need the user; with `cap`, counted no further than that (the header's
+    badge, drawn on every admin page, says "1000+" rather than count a long backlog each time)."""
     if not selectors.is_member(user):
         return 0
-    return work_items(user).count()
+    items = work_items(user)
+    return items.order_by()[:cap].count() if cap else items.count()
 
 
 def work_counts(user: AnyUser) -> dict[str, int]:

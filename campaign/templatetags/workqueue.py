@@ -15,6 +15,8 @@ from campaign.workqueue import work_count
 
 register = template.Library()
 
+BADGE_CAP = 1000
+
 
 @register.simple_tag(takes_context=True)
 def work_queue_link(context: dict[str, Any]) -> SafeString | str:
@@ -22,12 +24,12 @@ def work_queue_link(context: dict[str, Any]) -> SafeString | str:
     user = getattr(request, "user", None)
     if user is None or not selectors.is_member(user):
         return ""
-    count = work_count(user)
+    count = work_count(user, cap=BADGE_CAP)
     return format_html(
         '<a class="work-queue-link" href="{}">{} <span class="work-queue-count{}" '
         'id="work-queue-count">{}</span></a>',
         reverse("admin:campaign_case_work_queue"),
         gettext("Work queue"),
         " has-items" if count else "",
-        count,
+        f"{count}+" if count >= BADGE_CAP else count,
     )
