@@ -25,7 +25,6 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from campaign.admin_base import PartnerScopedAdmin, log_service_action
 from letters import links, printing, rendering, sandbox, services
 
-# Importing admin_case also registers the case page (the workbench) in place of campaign's.
 from letters.models import LetterTemplate
 from letters.render_budget import RenderBudgetExceeded
 
