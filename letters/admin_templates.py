@@ -24,7 +24,6 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from campaign.admin_base import PartnerScopedAdmin, log_service_action
 from letters import links, printing, rendering, sandbox, services
-
 from letters.models import LetterTemplate
 from letters.render_budget import RenderBudgetExceeded
 
