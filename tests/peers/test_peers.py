@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fakes import peers as servers
+from fakes.peers import common as servers
 from fakes.peers import AUTH_PASSWORD, AUTH_USER, Peer, require_peer, start_peer
 
 pytestmark = pytest.mark.peers
