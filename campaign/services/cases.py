@@ -254,18 +254,24 @@ WEAK_EVIDENCE_ONLY = "Weak evidence only."
 
 
 def case_finding_revised(
-    *, finding: Finding, previous_verdict: str, actor_label: str = "canary"
+    *,
+    finding: Finding,
+    previous_verdict: str,
+    actor_label: str = "canary",
+    by_canary: bool | None = None,
 ) -> list[Case]:
     """A provisional finding became final (scanning's `finding_confirmed`/`finding_settled`,
     sent inside scanning's transaction): each case holding it records the new verdict, and a
-    case waiting only for stronger evidence is settled again."""
-    confirmed = finding.verdict == Verdict.CONFIRMED_OPEN
+    case waiting only for stronger evidence is settled again. `by_canary`: a late canary hit
+    raised it (a proxy's can raise it to likely-open only); None: judged by the verdict."""
+    confirmed = finding.verdict == Verdict.CONFIRMED_OPEN if by_canary is None else by_canary
     kind = CaseEvent.Kind.FINDING_CONFIRMED if confirmed else CaseEvent.Kind.FINDING_SETTLED
-    why = (
-        "our canary received the test message"
-        if confirmed
-        else "no delivery to our canary by the deadline"
-    )
+    if not confirmed:
+        why = "no delivery to our canary by the deadline"
+    elif finding.protocol == "smtp":
+        why = "our canary received the test message"
+    else:
+        why = "our canary logged the request the proxy passed on"
     cases = list(Case.objects.select_for_update().filter(findings=finding).order_by("pk"))
     for case in cases:
         CaseEvent.objects.create(
