@@ -176,6 +176,7 @@ async def _scan(spec: dict[str, Any]) -> dict[str, Any]:
     from scanning.probes.base import Limits
     from scanning.probes.canary import CanaryConfig, MemoryHitStore
     from scanning.probes.canary_http import start_http_canary, start_selfcheck_port
+    from scanning.probes.loop_lag import monitor
     from scanning.probes.runner import Scanner, ScanOptions, Target
     from scanning.probes.smtp_sink import start_smtp_sink
 
@@ -210,9 +211,11 @@ async def _scan(spec: dict[str, Any]) -> dict[str, Any]:
     )
     scanner = Scanner(canary=canary, hits=hits, options=options)
     targets = [Target(f"{t_ip}:{port}", t_ip, int(port)) for t_ip, port in spec["targets"]]
+    lag = monitor()  # how late the worker's loop ran: the timeouts' enemy under load
     started = time.perf_counter()
     results = await scanner.run(targets)
     seconds = time.perf_counter() - started
+    lag.stop()
     for server in servers:
         server.close()
     if os.environ.get("BENCH_DEBUG_RESULTS"):  # whole findings, transcripts included
@@ -221,6 +224,11 @@ async def _scan(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "scan_seconds": seconds,
         "selfcheck_passed": scanner.selfcheck_passed,
+        "loop_lag": lag.summary(),
+        "concurrency_limit": {  # where the adaptive cap went (scanning/probes/loop_lag.py)
+            "lowest": getattr(scanner._slots, "lowest_limit", None),
+            "peak": getattr(scanner._slots, "peak_limit", None),
+        },
         "results": [
             {
                 "ip": r.ip,
@@ -993,6 +1001,8 @@ def bench_fleet(nmap_skip: str | None, size: int = FLEET_SIZE) -> dict[str, Any]
             "cpu_ms_per_target": round(1000 * scan["cpu_seconds"] / size, 2),
             "open_files_limit": scan["nofile"],
             "selfcheck_passed": scan["selfcheck_passed"],
+            "loop_lag": scan.get("loop_lag"),
+            "concurrency_limit": scan.get("concurrency_limit"),
             "verdicts": dict(collections.Counter(ours.values())),
         }
         nmap_calls: dict[Key, str] | None = None

@@ -1,11 +1,13 @@
 """`scale`: the campaign at scale on PostgreSQL, each figure next to PostgreSQL's own.
 
 Builds its own data set in `<db>_scale` (bench/scale_data.py; BENCH_SCALE targets, default
-20,000, kept between runs) and measures: the exports (ours, and COPY of comparable columns),
-the import of a CSV (ours, and COPY of the same file into a bare table), starting a scan run of
-every target (ours, and the same rows inserted by one SQL statement each), and the admin pages
-(p50 of BENCH_PAGE_RUNS requests and their query count). Rolled back: imports, scan runs.
-BENCH_SCALE_PARTS picks some of exports, import, scan_run_start, admin_pages (default: all).
+20,000, kept between runs) and measures: the exports (ours, and COPY of comparable columns;
+BENCH_SCALE_FORMATS, default csv,json,xlsx), the import of a CSV (ours, COPY of the same file into
+a bare table, and COPY plus inserting into Target; BENCH_SCALE_IMPORT_ROWS rows, default all),
+starting a scan run of every target (ours, and the same rows inserted by one SQL statement each),
+and the admin pages (p50 of BENCH_PAGE_RUNS requests and their query count). Rolled back:
+imports, scan runs. BENCH_SCALE_PARTS picks some of exports, import, scan_run_start, admin_pages
+(default: all).
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def _exports() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for shape, pg_sql in (("cases", PG_CASES), ("findings", PG_FINDINGS)):
         pg_seconds, pg_rows = _pg_copy_seconds(pg_sql)
-        for fmt in ("csv", "json", "xlsx"):
+        for fmt in os.environ.get("BENCH_SCALE_FORMATS", "csv,json,xlsx").split(","):
 
             def stream(shape: str = shape, fmt: str = fmt) -> int:
                 export = exports.export_for(Case.objects.all(), shape=shape, fmt=fmt)

@@ -207,7 +207,7 @@ def _server_ms(connection: Any, services: Any, now: Any) -> float | None:
     if connection.vendor != "postgresql":
         return None
     due = (
-        services._due_cases(now)
+        services.sweep._due_cases(now)
         .order_by("next_action_at", "id")
         .select_for_update(skip_locked=True, of=("self",))
         .values_list("id", flat=True)[: services.SWEEP_BATCH]

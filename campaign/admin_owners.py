@@ -18,7 +18,6 @@ from campaign.admin_partners import PartnerFilter
 from campaign.admin_scale import (
     SHOWN_ROWS,
     AddressSearchMixin,
-    anything,
     looks_like_email,
     values_filter,
 )
@@ -173,10 +172,11 @@ class ServerOwnerAdmin(PartnerScopedAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        q = Q(name__icontains=term) | Q(rdap_handle=term)
         if looks_like_email(term):
-            q |= contact_email_q("pk")(term)
-        return queryset.filter(q), False
+            # An address is looked up in the contacts' index alone: OR-ed with the name's
+            # substring search, PostgreSQL would read every owner.
+            return queryset.filter(contact_email_q("pk")(term)), False
+        return queryset.filter(Q(name__icontains=term) | Q(rdap_handle=term)), False
 
 
 @admin.register(Contact)
@@ -186,7 +186,7 @@ class ContactAdmin(PartnerScopedAdmin):
     list_filter = ("kind", "source")
     search_fields = ("email", "server_owner__name")
     list_select_related = ("server_owner",)
-    sortable_by = ("server_owner", "position")  # the contact chain's own index
+    sortable_by = ("server_owner",)  # the contact chain's own index (owner, position)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
@@ -218,7 +218,11 @@ class AttributionAdmin(AddressSearchMixin, PartnerScopedAdmin):
     search_fields = ("target__ip", "reverse_dns", "network_name", "abuse_email")
     address_field = "target__ip"
     asn_field = "target__asn"
-    text_search = (("reverse_dns", anything), ("abuse_email__iexact", looks_like_email))
+    # An address goes to its own index only (OR-ed with another column, every row is read).
+    text_search = (
+        ("reverse_dns", lambda term: not looks_like_email(term)),
+        ("abuse_email__iexact", looks_like_email),
+    )
     list_select_related = ("target", "server_owner")
     sortable_by = ("target", "server_owner")  # indexed: a million rows are never sorted whole
     autocomplete_fields = ("server_owner",)

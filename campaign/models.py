@@ -305,7 +305,11 @@ class Attribution(models.Model):
     class Meta:
         # An owner's servers read from the index alone: the owner page, and a partner's share
         # of targets and findings in the admin's lists.
-        indexes = [models.Index(fields=["server_owner", "target"], name="attribution_owner_target")]
+        indexes = [
+            models.Index(fields=["server_owner", "target"], name="attribution_owner_target"),
+            # The admin's search by abuse address, in any case.
+            models.Index(Upper("abuse_email"), name="attribution_abuse_email_upper"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.target} → {self.server_owner or 'unattributed'}"
@@ -452,7 +456,7 @@ class CaseEvent(models.Model):
         HANDLED = "handled", "Handled by staff"
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
-    at = models.DateTimeField(default=timezone.now, db_index=True)
+    at = models.DateTimeField(default=timezone.now)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -467,6 +471,8 @@ class CaseEvent(models.Model):
 
     class Meta:
         ordering = ["case", "at", "id"]
+        # By time, ties by id: the admin's list sorted either way, and its recent windows.
+        indexes = [models.Index(fields=["at", "id"], name="caseevent_at_id")]
 
     def __str__(self) -> str:
         return f"{self.case} {self.kind} {self.at:%Y-%m-%d %H:%M}"

@@ -44,7 +44,9 @@ def on_finding_recorded(sender: Any, finding: Finding, **kwargs: Any) -> None:
 def on_finding_confirmed(
     sender: Any, finding: Finding, previous_verdict: str, **kwargs: Any
 ) -> None:
-    services.case_finding_revised(finding=finding, previous_verdict=previous_verdict)
+    services.case_finding_revised(
+        finding=finding, previous_verdict=previous_verdict, by_canary=True
+    )
 
 
 @receiver(finding_settled)

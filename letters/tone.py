@@ -15,6 +15,7 @@ Chinese match substrings, so their allow-lists hold the benign compounds that co
 from __future__ import annotations
 
 import bisect
+import functools
 import html
 import re
 import tomllib
@@ -236,6 +237,13 @@ def check_text(
     language = normalize_language(language)
     if html_mode is None:
         html_mode = looks_like_html(text)
+    return list(_check_text(text, language, html_mode, field))
+
+
+# The rules are fixed for the life of the process, so a text's answer is too: a template is
+# checked when saved and again when approved, and loading the shipped templates checks 96 of them.
+@functools.lru_cache(maxsize=1024)
+def _check_text(text: str, language: str, html_mode: bool, field: str) -> tuple[ToneIssue, ...]:
     readable, offsets = prose(text, html_mode=html_mode)
     folded = _fold(readable, language)
 
@@ -271,7 +279,7 @@ def check_text(
                 field=field,
             )
         )
-    return issues
+    return tuple(issues)
 
 
 def language_from_path(path: str | Path) -> str | None:

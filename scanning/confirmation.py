@@ -19,12 +19,14 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from scanning.models import CanaryHit, Finding, ScanRun
 from scanning.probes import base
 from scanning.probes.canary import CanaryHit as Hit
+from scanning.probes.proxy_judgement import awaited_tokens, awaits_canary, rejudge_with_hits
 from scanning.probes.smtp_relay import awaits_confirmation, confirm_with_hits
 from scanning.signals import finding_confirmed, finding_settled
 
@@ -32,13 +34,23 @@ logger = logging.getLogger(__name__)
 
 # The canary files a relayed test message under its token with this kind.
 DELIVERY = "smtp"
+# A proxy probe's tests ask the canary's web side, each under "<probe token>-<test>".
+PROXY_HIT_KINDS = ("http", "tls")
 # Findings handled per query; a sweep goes on chunk after chunk until none is left.
 CHUNK = 500
 
 
 def is_provisional(result: base.ProbeResult) -> bool:
-    """A result a later delivery to our canary could still upgrade (the probe's own test)."""
-    return awaits_confirmation(result)
+    """A result a later hit on our canary could still upgrade (the probe's own test): a relay's
+    delivery, or a proxy's request that the canary had not logged when the probe was judged."""
+    return awaits_confirmation(result) or awaits_canary(result)
+
+
+def awaited_hit_tokens(result: base.ProbeResult) -> list[str]:
+    """The canary tokens whose hits would upgrade `result` (none when it is final)."""
+    if awaits_confirmation(result) and result.token:
+        return [result.token]
+    return awaited_tokens(result)
 
 
 def confirm_deadline(probed_at: datetime) -> datetime:
@@ -46,7 +58,17 @@ def confirm_deadline(probed_at: datetime) -> datetime:
 
 
 def _deliveries() -> QuerySet[CanaryHit]:
-    return CanaryHit.objects.filter(token=OuterRef("token"), kind=DELIVERY)
+    """The hits that settle a finding: its relay's delivery, or one of its proxy tests' requests
+    (tokens are random, so an SMTP token never prefixes another probe's)."""
+    return CanaryHit.objects.filter(
+        Q(token=OuterRef("token"), kind=DELIVERY)
+        | Q(token__startswith=Concat(OuterRef("token"), Value("-")), kind__in=PROXY_HIT_KINDS)
+    )
+
+
+def _base_token(token: str) -> str:
+    """A proxy test's token is its probe's token, "-", the test: the finding holds the former."""
+    return token.split("-", 1)[0]
 
 
 def findings_confirm_from_hits(*, tokens: Iterable[str] | None = None) -> int:
@@ -56,7 +78,9 @@ def findings_confirm_from_hits(*, tokens: Iterable[str] | None = None) -> int:
     pending = Finding.objects.filter(final=False).filter(Exists(_deliveries()))
     if tokens is not None:
         # From a task's message: only what could be a token is looked up.
-        wanted = sorted({t for t in tokens if isinstance(t, str) and 0 < len(t) <= 64})
+        wanted = sorted(
+            {_base_token(t) for t in tokens if isinstance(t, str) and 0 < len(t) <= 64} - {""}
+        )
         if not wanted:
             return 0
         pending = pending.filter(token__in=wanted)
@@ -115,7 +139,14 @@ def _confirm_one(pk: int) -> bool:
     if not claimed:
         return False
     finding = Finding.objects.select_related("target").get(pk=pk)
-    rows = CanaryHit.objects.filter(token=finding.token, kind=DELIVERY).order_by("at", "id")
+    smtp = finding.protocol == str(base.Protocol.SMTP)
+    if smtp:
+        rows = CanaryHit.objects.filter(token=finding.token, kind=DELIVERY)
+    else:
+        rows = CanaryHit.objects.filter(
+            token__startswith=f"{finding.token}-", kind__in=PROXY_HIT_KINDS
+        )
+    rows = rows.order_by("at", "id")
     hits = [
         Hit(
             token=row.token,
@@ -128,7 +159,8 @@ def _confirm_one(pk: int) -> bool:
         for row in rows
     ]
     previous = finding.verdict
-    confirmed = confirm_with_hits(probe_result(finding), hits)
+    result = probe_result(finding)
+    confirmed = confirm_with_hits(result, hits) if smtp else rejudge_with_hits(result, hits)
     _store(finding, confirmed)
     _recount(finding, previous)
     finding_confirmed.send(sender=Finding, finding=finding, previous_verdict=previous)
@@ -215,6 +247,7 @@ def _recount(finding: Finding, previous: str) -> None:
 
 
 __all__ = [
+    "awaited_hit_tokens",
     "confirm_deadline",
     "findings_confirm_from_hits",
     "findings_provisional_overdue",

@@ -222,7 +222,7 @@ class Finding(models.Model):
     details = models.JSONField(default=dict, blank=True)
     transcript = models.JSONField(default=list, blank=True)
     catalogue_version = models.CharField(max_length=20, blank=True)
-    probed_at = models.DateTimeField(db_index=True)
+    probed_at = models.DateTimeField()
     # A relay that took our test message is stored at once with the verdict the session alone
     # supports (provisional, final=False) and its `token`; the canary's hit upgrades it to
     # confirmed-open, or the deadline job settles it at `confirm_by` (docs/probes.md).
@@ -240,6 +240,7 @@ class Finding(models.Model):
             # The admin's sorts (ties broken by id) and its software filter.
             models.Index(fields=["verdict", "id"], name="finding_verdict_id"),
             models.Index(fields=["software_family", "id"], name="finding_software_id"),
+            models.Index(fields=["probed_at", "id"], name="finding_probed_id"),
             # The confirmation and deadline sweeps read only the provisional few.
             models.Index(
                 fields=["confirm_by"],

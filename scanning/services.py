@@ -317,9 +317,10 @@ async def _probe_targets(
         local_hits: list[Hit] = []
         if isinstance(hits, MemoryHitStore):  # the deployed canary's hits are in the table
             for result in results:
-                if confirmation.is_provisional(result) and result.token:
-                    # A read of what is already there (timeout 0): no waiting here either.
-                    local_hits += await hits.wait_for(result.token, kind="smtp", timeout=0)
+                # A relay's delivery or a proxy test's request, read as it is (timeout 0):
+                # no waiting here either.
+                for token in confirmation.awaited_hit_tokens(result):
+                    local_hits += await hits.wait_for(token, kind=None, timeout=0)
         return _Outcome(
             results=results,
             refused=refused,

@@ -12,7 +12,9 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Tests that share one fixed resource run on one xdist worker, one after another: the real peer
 # servers bind fixed 127.0.x.y addresses, and the integration workers consume one Redis database.
-SERIAL_MARKERS = ("peers", "integration", "browser", "faults")
+# Browser tests need nothing shared (each xdist worker has its own database and live server), so
+# they spread over both workers; one that also starts a real peer is marked `peers`.
+SERIAL_MARKERS = ("peers", "integration", "faults")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scanning.probes.base import Reason, TransportStatus
+from scanning.probes.loop_lag import patient_wait_for
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ async def open_connection(
     if source:
         kwargs["local_addr"] = (source, 0)
     try:
-        return await asyncio.wait_for(asyncio.open_connection(ip, port, **kwargs), timeout)
+        # The loop's own lateness does not count: under load a connect that the server
+        # accepted at once must not read as a silent host.
+        return await patient_wait_for(asyncio.open_connection(ip, port, **kwargs), timeout)
     except (TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
         raise connect_failure(exc) from exc

@@ -6,12 +6,21 @@ the proxy handed back HMAC(secret, token), which only the canary knows (docs/pro
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanning.probes.base import Protocol, Reason, TransportStatus, Verdict, strongest
+from scanning.probes.base import (
+    VERDICT_PRECEDENCE,
+    ProbeResult,
+    Protocol,
+    Reason,
+    TransportStatus,
+    Verdict,
+    strongest,
+)
 from scanning.probes.canary import CanaryHit
 from scanning.probes.proxy_wire import Fail
 
@@ -67,6 +76,10 @@ class ProxyTest:
         exit_ips = sorted({h.peer_ip for h in self.hits})
         return {
             "name": self.name,
+            # The test's token is the probe's token, "-", this suffix: a late hit finds its test.
+            "token_suffix": self.token.rsplit("-", 1)[1]
+            if self.token and "-" in self.token
+            else None,
             "destination": self.destination,
             "handshake": self.handshake,
             "status": self.status,
@@ -223,4 +236,114 @@ def judge(
 def request_succeeded(test: dict[str, Any]) -> bool:
     return bool(
         test["granted"] or test["secret_returned"] or test["canary_hit"] or is_2xx(test["status"])
+    )
+
+
+# --- late hits: a finding judged before the canary logged its request ----------------------
+
+# Verdicts a canary hit could still raise (a closed "not a proxy" or an auth demand cannot).
+_UPGRADABLE = frozenset({Verdict.INCONCLUSIVE, Verdict.LIKELY_OPEN_WEAK, Verdict.LIKELY_OPEN})
+
+
+def _asked_canary_unanswered(test: dict[str, Any]) -> bool:
+    """The test sent its token towards the canary and no hit was seen (yet)."""
+    if not test.get("token_suffix") or test.get("canary_hit"):
+        return False
+    return bool(
+        test.get("granted")
+        or test.get("secret_returned")
+        or is_2xx(test.get("status"))
+        or test.get("error") == str(Reason.TIMEOUT)
+    )
+
+
+def awaits_canary(result: ProbeResult) -> bool:
+    """A proxy result a later canary hit could upgrade: it is not confirmed, and one of its
+    tests sent a request to the canary that the canary had not logged when it was judged (a
+    deployed canary records after it answers; a slow proxy forwards after our reply timeout)."""
+    if result.protocol is Protocol.SMTP or not result.token:
+        return False
+    if result.verdict not in _UPGRADABLE:
+        return False
+    return any(_asked_canary_unanswered(t) for t in result.details.get("tests") or [])
+
+
+def awaited_tokens(result: ProbeResult) -> list[str]:
+    """The canary tokens of the tests `awaits_canary` is waiting for."""
+    if not awaits_canary(result):
+        return []
+    tests = result.details.get("tests") or []
+    return [f"{result.token}-{t['token_suffix']}" for t in tests if _asked_canary_unanswered(t)]
+
+
+def rejudge_with_hits(result: ProbeResult, hits: list[CanaryHit]) -> ProbeResult:
+    """The same proxy result, judged again now that the canary logged `hits` (any of the probe's
+    tests' tokens). Hits only add evidence, so the verdict can only rise: each test that gained
+    a hit is judged by the probe's own rule (`test_verdict`), and the strongest verdict wins."""
+    by_token: dict[str, list[CanaryHit]] = {}
+    for hit in hits:
+        by_token.setdefault(hit.token, []).append(hit)
+    probe_ips = set(result.details.get("probe_source_ips") or [])
+    tests = [dict(t) for t in result.details.get("tests") or []]
+    gained: list[tuple[Verdict, list[Reason]]] = []
+    for entry in tests:
+        suffix = entry.get("token_suffix")
+        new = by_token.get(f"{result.token}-{suffix}", []) if suffix else []
+        if not new or entry.get("canary_hit"):
+            continue
+        test = ProxyTest(
+            name=str(entry.get("name", "")),
+            destination=str(entry.get("destination", "")),
+            token=f"{result.token}-{suffix}",
+            tunnel=bool(entry.get("granted")) or entry.get("name", "").startswith("socks"),
+            status=entry.get("status"),
+            granted=bool(entry.get("granted")),
+            secret_returned=bool(entry.get("secret_returned")),
+            tls=entry.get("tls"),
+            hits=new,
+        )
+        if test.tunnel or not any(h.kind == "http" for h in new):
+            test.anonymity = "elite"  # a tunnel carries only our own request headers
+        else:
+            test.anonymity = anonymity(new[0].headers, probe_ips)
+        gained.append(test_verdict(test, result.protocol, not_proxy=False))
+        entry["canary_hit"] = True
+        entry["canary_hits"] = [
+            {"kind": h.kind, "exit_ip": h.peer_ip, "headers": h.headers, "request": h.detail}
+            for h in new
+        ]
+        entry["exit_ip"] = sorted({h.peer_ip for h in new})[0]
+        entry["anonymity"] = test.anonymity
+    if not gained:
+        return result
+    best = strongest([result.verdict, *(v for v, _ in gained)])
+    if VERDICT_PRECEDENCE[best] <= VERDICT_PRECEDENCE[result.verdict]:
+        reasons = list(result.reasons)
+    else:
+        reasons = dedupe([r for v, why in gained if v is best for r in why])
+    details = dict(result.details)
+    details["tests"] = tests
+    details["reachable_destinations"] = sorted(
+        {
+            *details.get("reachable_destinations", []),
+            *(t["destination"] for t in tests if t.get("canary_hit")),
+        }
+    )
+    details["exit_ips"] = sorted({*details.get("exit_ips", []), *(h.peer_ip for h in hits)})
+    levels = [t["anonymity"] for t in tests if t.get("anonymity")]
+    order = ["transparent", "anonymous", "elite"]
+    details["anonymity"] = min(levels, key=order.index) if levels else None
+    details["late_canary_hit"] = True
+    note = {
+        "t_ms": result.duration_ms,
+        "direction": "!",
+        "text": f"canary logged the probe's request ({len(hits)} hit(s)) after the session: "
+        f"{result.verdict} -> {best}",
+    }
+    return dataclasses.replace(
+        result,
+        verdict=best,
+        reasons=reasons,
+        details=details,
+        transcript=[*result.transcript, note],
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from scanning.probes.base import Limits, Reason, Transcript, TransportStatus, host_port
 from scanning.probes.connect import ConnectFailure, open_connection
+from scanning.probes.loop_lag import patient_wait_for, punctual_time
 
 HEAD_MAX_BYTES = 16 * 1024
 
@@ -56,7 +57,8 @@ class Session:
         self.hints: list[tuple[dict[str, str], str, bytes | None]] = []
 
     def deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.limits.reply_timeout
+        """When the reply must be in, on the punctual clock (our loop's lateness excluded)."""
+        return punctual_time() + self.limits.reply_timeout
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
@@ -74,11 +76,11 @@ class Session:
         return reader, writer
 
     async def read(self, reader: asyncio.StreamReader, n: int, deadline: float) -> bytes:
-        remaining = deadline - asyncio.get_running_loop().time()
+        remaining = deadline - punctual_time()
         if remaining <= 0:
             raise Fail(Reason.TIMEOUT, TransportStatus.IO_TIMEOUT, "reply timeout")
         try:
-            data = await asyncio.wait_for(reader.read(n), remaining)
+            data = await patient_wait_for(reader.read(n), remaining)
         except TimeoutError as exc:
             raise Fail(Reason.TIMEOUT, TransportStatus.IO_TIMEOUT, "reply timeout") from exc
         except (OSError, ssl.SSLError) as exc:
@@ -107,7 +109,7 @@ class Session:
         remaining = self.limits.reply_timeout
         try:
             writer.write(data)
-            await asyncio.wait_for(writer.drain(), remaining)
+            await patient_wait_for(writer.drain(), remaining)
         except TimeoutError as exc:
             raise Fail(Reason.TIMEOUT, TransportStatus.IO_TIMEOUT, "send timeout") from exc
         except (OSError, ssl.SSLError) as exc:

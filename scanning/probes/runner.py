@@ -35,6 +35,7 @@ from scanning.probes.base import (
 )
 from scanning.probes.canary import CanaryConfig, HitStore
 from scanning.probes.connect import ConnectFailure, open_connection
+from scanning.probes.loop_lag import AdaptiveSlots, patient_wait_for
 from scanning.probes.open_proxy import (
     probe_http_proxy,
     probe_socks4,
@@ -222,7 +223,7 @@ class Scanner:
         }
         self._ip_locks: dict[str, asyncio.Lock] = {}
         self._buckets: dict[str, TokenBucket] = {}
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: AdaptiveSlots | None = None
         self.selfcheck_passed: bool | None = None  # None: not run (no self-check port)
 
     # --- checks before anything is sent ----------------------------------------------------
@@ -341,7 +342,9 @@ class Scanner:
             bucket = TokenBucket(self.options.network_rate, self.options.network_burst)
             self._buckets[key] = bucket
         if self._slots is None:
-            self._slots = asyncio.Semaphore(max(1, self.options.max_concurrency))
+            # Up to max_concurrency, as far as the loop keeps up: a probe's timeouts must measure
+            # the server, not a queue of our own callbacks (scanning/probes/loop_lag.py).
+            self._slots = AdaptiveSlots(self.options.max_concurrency)
         slots = self._slots
         await lock.acquire()  # one connection at a time per target IP
         held = {"lock": True, "slot": False}
@@ -435,7 +438,7 @@ class Scanner:
                 )
             try:
                 wait = min(self.options.greeting_wait, limits.reply_timeout)
-                first = await asyncio.wait_for(reader.read(GREETING_MAX_BYTES), wait)
+                first = await patient_wait_for(reader.read(GREETING_MAX_BYTES), wait)
             except (TimeoutError, OSError):
                 first = b""
             finally:

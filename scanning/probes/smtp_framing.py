@@ -20,6 +20,7 @@ from typing import Any
 
 from scanning.probes.base import Limits, Reason, Transcript, TransportStatus
 from scanning.probes.connect import ConnectFailure, open_connection
+from scanning.probes.loop_lag import patient_wait_for
 
 MAX_LINE_BYTES = 2048  # RFC 5321 caps reply lines at 512; real banners stay far below this
 READ_CHUNK = 4096
@@ -170,7 +171,7 @@ class SmtpWire:
                 f"read limit of {self.limits.host_bytes} bytes for this host reached",
             )
         try:
-            chunk = await asyncio.wait_for(conn.reader.read(min(READ_CHUNK, budget)), remaining)
+            chunk = await patient_wait_for(conn.reader.read(min(READ_CHUNK, budget)), remaining)
         except TimeoutError:
             raise timed_out("reply timed out") from None
         except (ConnectionError, OSError, ssl.SSLError) as exc:
@@ -218,7 +219,7 @@ class SmtpWire:
         self.transcript.sent(line)
         conn.writer.write(line.encode("utf-8", "replace") + b"\r\n")
         try:
-            await asyncio.wait_for(conn.writer.drain(), max(self.remaining(), 0.01))
+            await patient_wait_for(conn.writer.drain(), max(self.remaining(), 0.01))
         except TimeoutError:
             raise timed_out("send timed out") from None
         except (ConnectionError, OSError) as exc:

@@ -122,6 +122,7 @@ def watch_csp(page: Any) -> list[str]:
     return problems
 
 
+@pytest.mark.peers  # a real Postfix on its fixed address: one test at a time
 def test_check_again_against_a_real_postfix_fixed_in_the_meantime(  # type: ignore[no-untyped-def]
     page, live_server, screenshot_dir, settings
 ) -> None:

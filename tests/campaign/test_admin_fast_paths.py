@@ -41,6 +41,10 @@ class PartnerFastPathsTestCase(BaseTestCase):
         super().setUpTestData()
         Target.objects.filter(ip="192.0.2.10").update(asn=64500)
         Target.objects.filter(ip="198.51.100.10").update(asn=64511)
+        # RDAP's abuse address, in another case than the search's.
+        Attribution.objects.filter(target__ip="192.0.2.10").update(
+            abuse_email="ABUSE@alpha.example"
+        )
 
     def paths(self, user: object, path: str) -> list[str]:
         """The list, each filter's choices, each sortable column ascending and descending."""
@@ -90,7 +94,7 @@ class PartnerFastPathsTestCase(BaseTestCase):
             "case": ["192.0.2.10", "192.0.2.0/24", "AS64500", "abuse@alpha.example"],
             "finding": ["192.0.2.10", "192.0.2.0/24", "AS64500"],
             "target": ["192.0.2.10", "192.0.2.0/24", "AS64500"],
-            "attribution": ["192.0.2.10", "192.0.2.0/24", "AS64500"],
+            "attribution": ["192.0.2.10", "192.0.2.0/24", "AS64500", "abuse@alpha.example"],
             "serverowner": ["abuse@alpha.example", "Alpha"],
             "contact": ["abuse@alpha.example", "Alpha"],
         }

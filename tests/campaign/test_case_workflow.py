@@ -118,7 +118,7 @@ class CaseTransitionTestCase(BaseTestCase):
 def test_only_the_transition_service_writes_a_case_status() -> None:
     # Anything else would change a status without its CaseEvent (and without the checks).
     writers = [w.split(":", 1)[0] + " in " + w.rsplit(" in ", 1)[1] for w in case_status_writers()]
-    assert writers == ["campaign/services.py in case_transition"] * len(writers), writers
+    assert writers == ["campaign/services/cases.py in case_transition"] * len(writers), writers
     assert writers, "the sweep found not even case_transition: it no longer sees the writes"
 
 

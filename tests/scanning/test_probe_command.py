@@ -268,6 +268,8 @@ def test_confirm_delivers_to_the_commands_own_sink() -> None:
         status, lines, stderr, _ = probe(
             "--allow-private",
             "--confirm",
+            "--wait",  # returns when the delivery arrives; long enough for a loaded machine
+            "60",
             "--protocol",
             "smtp",
             "--canary-smtp",
@@ -276,6 +278,11 @@ def test_confirm_delivers_to_the_commands_own_sink() -> None:
             "canary.sys-test.example",
             f"127.0.58.21:{relay.port}",
         )
+        # The trap counts a forward once its own session with the sink has ended, which may be
+        # just after our canary has recorded the message.
+        deadline = time.monotonic() + 10
+        while relay.state.forwarded == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert relay.state.forwarded == 1, relay.state.forward_errors
     assert status == 0, stderr
     [line] = [line for line in lines if line["final"]]
