@@ -119,12 +119,14 @@ class Registries:
         wait for every target to be attributed (or to carry an error)."""
         from django.db.models import Q
 
+        from bench.worker_work import through_broker
         from campaign.models import Attribution, ServerOwner
         from config.celery import app
 
-        for i in range(0, len(self.target_ids), batch):
-            chunk = self.target_ids[i : i + batch]
-            app.send_task("campaign.attribute_targets", args=[chunk], queue="default")
+        with through_broker():
+            for i in range(0, len(self.target_ids), batch):
+                chunk = self.target_ids[i : i + batch]
+                app.send_task("campaign.attribute_targets", args=[chunk], queue="default")
         deadline = time.monotonic() + timeout
         done = Attribution.objects.filter(target_id__in=self.target_ids).filter(
             Q(attributed_at__isnull=False) | ~Q(error="")
