@@ -49,7 +49,7 @@ def _compiled_catalogues() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _eager_celery_and_test_mail(request: pytest.FixtureRequest, settings) -> None:  # type: ignore[no-untyped-def]
+def _eager_celery_and_test_mail(request: pytest.FixtureRequest, settings) -> None:
     # Unit tests run tasks in-process; the integration suite turns this off to use a real worker.
     eager = request.node.get_closest_marker("integration") is None
     previous = celery_app.conf.task_always_eager

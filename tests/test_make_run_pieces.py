@@ -55,7 +55,7 @@ def test_the_demo_loads_twice_the_same() -> None:
 
 
 @pytest.mark.django_db
-def test_demo_admin_logs_in_and_sees_the_demo(client) -> None:  # type: ignore[no-untyped-def]
+def test_demo_admin_logs_in_and_sees_the_demo(client) -> None:
     call_command("load_demo", stdout=open(os.devnull, "w"))
     assert client.get("/admin/login/").status_code == 200
     assert client.login(username=demo.ADMIN_USERNAME, password=demo.ADMIN_PASSWORD)
@@ -67,7 +67,7 @@ def test_demo_admin_logs_in_and_sees_the_demo(client) -> None:  # type: ignore[n
 
 
 @pytest.mark.django_db
-def test_demo_partner_staff_see_only_their_country(client) -> None:  # type: ignore[no-untyped-def]
+def test_demo_partner_staff_see_only_their_country(client) -> None:
     call_command("load_demo", stdout=open(os.devnull, "w"))
     assert client.login(username="gb-viewer", password=demo.DEMO_PASSWORD)
     response = client.get("/admin/campaign/case/")

@@ -10,7 +10,7 @@ from campaign import demo
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def log_in(page, live_server, username: str, password: str) -> None:  # type: ignore[no-untyped-def]
+def log_in(page, live_server, username: str, password: str) -> None:
     page.goto(f"{live_server.url}/admin/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", password)
@@ -18,7 +18,7 @@ def log_in(page, live_server, username: str, password: str) -> None:  # type: ig
         page.click("input[type=submit]")
 
 
-def test_the_demo_admin_logs_in_and_sees_every_partners_cases(page, live_server, screenshot_dir):  # type: ignore[no-untyped-def]
+def test_the_demo_admin_logs_in_and_sees_every_partners_cases(page, live_server, screenshot_dir):
     call_command("load_demo", verbosity=0, stdout=open("/dev/null", "w"))
     log_in(page, live_server, demo.ADMIN_USERNAME, demo.ADMIN_PASSWORD)
     assert page.url.endswith("/admin/")
@@ -28,7 +28,7 @@ def test_the_demo_admin_logs_in_and_sees_every_partners_cases(page, live_server,
     page.screenshot(path=str(screenshot_dir / "admin-cases.png"))
 
 
-def test_a_partner_viewer_logs_in_and_sees_only_their_country(page, live_server):  # type: ignore[no-untyped-def]
+def test_a_partner_viewer_logs_in_and_sees_only_their_country(page, live_server):
     call_command("load_demo", verbosity=0, stdout=open("/dev/null", "w"))
     log_in(page, live_server, "de-viewer", demo.DEMO_PASSWORD)
     page.goto(f"{live_server.url}/admin/campaign/case/")

@@ -23,7 +23,7 @@ def campaign_data() -> None:
     figures_refresh()
 
 
-def _watch(page) -> list[str]:  # type: ignore[no-untyped-def]
+def _watch(page) -> list[str]:
     """Collects what went wrong: blocked by the CSP, or a failed request (bar the favicon)."""
     problems: list[str] = []
     page.on(
@@ -45,7 +45,7 @@ def _watch(page) -> list[str]:  # type: ignore[no-untyped-def]
     return problems
 
 
-def _too_wide(page) -> list[str]:  # type: ignore[no-untyped-def]
+def _too_wide(page) -> list[str]:
     """Elements sticking out of the viewport (those inside a scrolling table box may)."""
     return page.evaluate(
         """[...document.querySelectorAll('body *')]
@@ -55,7 +55,7 @@ def _too_wide(page) -> list[str]:  # type: ignore[no-untyped-def]
     )
 
 
-def test_the_lead_sees_the_dashboard_at_desktop_and_phone_width(  # type: ignore[no-untyped-def]
+def test_the_lead_sees_the_dashboard_at_desktop_and_phone_width(
     browser, live_server, screenshot_dir, campaign_data
 ):
     for name, (width, height) in WIDTHS.items():
@@ -73,7 +73,7 @@ def test_the_lead_sees_the_dashboard_at_desktop_and_phone_width(  # type: ignore
         context.close()
 
 
-def test_a_partner_sees_its_own_dashboard(browser, live_server, screenshot_dir, campaign_data):  # type: ignore[no-untyped-def]
+def test_a_partner_sees_its_own_dashboard(browser, live_server, screenshot_dir, campaign_data):
     context = browser.new_context(viewport={"width": 1366, "height": 900})
     page = context.new_page()
     log_in(page, live_server, "de-viewer", demo.DEMO_PASSWORD)
@@ -85,7 +85,7 @@ def test_a_partner_sees_its_own_dashboard(browser, live_server, screenshot_dir, 
     context.close()
 
 
-def test_the_public_results_page_at_desktop_and_phone_width(  # type: ignore[no-untyped-def]
+def test_the_public_results_page_at_desktop_and_phone_width(
     browser, live_server, screenshot_dir, campaign_data
 ):
     for name, (width, height) in WIDTHS.items():

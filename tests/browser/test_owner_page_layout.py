@@ -83,7 +83,7 @@ def open_page(browser: Any, live_server: Any, token: str, size: str, **query: st
 
 
 @pytest.mark.parametrize("size", list(WIDTHS))
-def test_the_summary_and_its_action_come_first_and_guides_are_folded(  # type: ignore[no-untyped-def]
+def test_the_summary_and_its_action_come_first_and_guides_are_folded(
     browser, live_server, screenshot_dir, size
 ) -> None:
     case, token = owner_case()
@@ -110,9 +110,7 @@ def test_the_summary_and_its_action_come_first_and_guides_are_folded(  # type: i
         context.close()
 
 
-def test_on_a_phone_every_value_has_its_label(  # type: ignore[no-untyped-def]
-    browser, live_server
-) -> None:
+def test_on_a_phone_every_value_has_its_label(browser, live_server) -> None:
     case, token = owner_case()
     context, page = open_page(browser, live_server, token, "phone")
     try:
@@ -131,7 +129,7 @@ def test_on_a_phone_every_value_has_its_label(  # type: ignore[no-untyped-def]
         context.close()
 
 
-def test_a_japanese_page_offers_english_and_switches_to_it(  # type: ignore[no-untyped-def]
+def test_a_japanese_page_offers_english_and_switches_to_it(
     browser, live_server, screenshot_dir
 ) -> None:
     case, token = owner_case("ja", ["ja"])
@@ -150,7 +148,7 @@ def test_a_japanese_page_offers_english_and_switches_to_it(  # type: ignore[no-u
         context.close()
 
 
-def test_after_an_opt_out_the_page_offers_no_check_and_no_reminder(  # type: ignore[no-untyped-def]
+def test_after_an_opt_out_the_page_offers_no_check_and_no_reminder(
     browser, live_server, screenshot_dir
 ) -> None:
     case, token = owner_case()
@@ -169,7 +167,7 @@ def test_after_an_opt_out_the_page_offers_no_check_and_no_reminder(  # type: ign
 
 
 @pytest.mark.parametrize("language", ["de", "el", "pl"])
-def test_long_words_fit_a_phone_in_every_alphabet(  # type: ignore[no-untyped-def]
+def test_long_words_fit_a_phone_in_every_alphabet(
     browser, live_server, screenshot_dir, language
 ) -> None:
     case, token = owner_case(language, [language])

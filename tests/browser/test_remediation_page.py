@@ -123,7 +123,7 @@ def watch_csp(page: Any) -> list[str]:
 
 
 @pytest.mark.peers  # a real Postfix on its fixed address: one test at a time
-def test_check_again_against_a_real_postfix_fixed_in_the_meantime(  # type: ignore[no-untyped-def]
+def test_check_again_against_a_real_postfix_fixed_in_the_meantime(
     page, live_server, screenshot_dir, settings
 ) -> None:
     require_peer("postfix")
@@ -190,7 +190,7 @@ def test_check_again_against_a_real_postfix_fixed_in_the_meantime(  # type: igno
     assert problems == []
 
 
-def test_without_javascript_on_a_phone_check_again_closes_the_case(  # type: ignore[no-untyped-def]
+def test_without_javascript_on_a_phone_check_again_closes_the_case(
     browser, live_server, screenshot_dir, settings
 ) -> None:
     for name, value in FAST_SCAN.items():
@@ -235,9 +235,7 @@ def test_without_javascript_on_a_phone_check_again_closes_the_case(  # type: ign
     assert case.status == Case.Status.FIXED
 
 
-def test_the_script_updates_the_progress_without_a_reload(  # type: ignore[no-untyped-def]
-    page, live_server, settings
-) -> None:
+def test_the_script_updates_the_progress_without_a_reload(page, live_server, settings) -> None:
     langs = two_languages()
     strings = PageText(langs[0])
     campaign, owner = make_owner(langs)

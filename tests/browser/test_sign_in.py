@@ -13,7 +13,7 @@ from campaign.models import Membership, Partner
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_caseworker_enrols_an_authenticator_and_then_reaches_the_cases(  # type: ignore[no-untyped-def]
+def test_a_caseworker_enrols_an_authenticator_and_then_reaches_the_cases(
     page, live_server, settings, screenshot_dir
 ):
     settings.MFA_REQUIRED = True

@@ -24,10 +24,10 @@ def load_demo() -> None:
 
 
 @pytest.fixture
-def sized(browser):  # type: ignore[no-untyped-def]
+def sized(browser):
     contexts = []
 
-    def open_page(size: str):  # type: ignore[no-untyped-def]
+    def open_page(size: str):
         width, height = SIZES[size]
         context = browser.new_context(viewport={"width": width, "height": height})
         contexts.append(context)
@@ -42,7 +42,7 @@ def uk_case() -> Case:
     return Case.objects.get(server_owner__name="Thames Valley Hosting Ltd")
 
 
-def test_the_case_list_fits_a_laptop_and_finds_by_network(sized, live_server, screenshot_dir):  # type: ignore[no-untyped-def]
+def test_the_case_list_fits_a_laptop_and_finds_by_network(sized, live_server, screenshot_dir):
     load_demo()
     for size in SIZES:
         page = sized(size)
@@ -73,7 +73,7 @@ def test_the_case_list_fits_a_laptop_and_finds_by_network(sized, live_server, sc
     assert "Thames Valley Hosting Ltd" in page.locator("#result_list").inner_text()
 
 
-def test_a_caseworker_works_a_case_from_its_page(sized, live_server, screenshot_dir):  # type: ignore[no-untyped-def]
+def test_a_caseworker_works_a_case_from_its_page(sized, live_server, screenshot_dir):
     load_demo()
     case = uk_case()
     url = f"{live_server.url}/admin/campaign/case/{case.pk}/change/"
@@ -130,7 +130,7 @@ def test_a_caseworker_works_a_case_from_its_page(sized, live_server, screenshot_
             letter.pdf.delete(save=False)
 
 
-def test_staff_see_the_owners_page_as_the_owner_does(sized, live_server, screenshot_dir):  # type: ignore[no-untyped-def]
+def test_staff_see_the_owners_page_as_the_owner_does(sized, live_server, screenshot_dir):
     load_demo()
     case = uk_case()
     for size in SIZES:
@@ -144,7 +144,7 @@ def test_staff_see_the_owners_page_as_the_owner_does(sized, live_server, screens
         page.screenshot(path=str(screenshot_dir / f"staff-owner-page-{size}.png"), full_page=True)
 
 
-def test_an_approver_reviews_a_draft_with_its_diff(sized, live_server, screenshot_dir):  # type: ignore[no-untyped-def]
+def test_an_approver_reviews_a_draft_with_its_diff(sized, live_server, screenshot_dir):
     load_demo()
     from django.contrib.auth.models import User
 
@@ -190,7 +190,7 @@ def test_an_approver_reviews_a_draft_with_its_diff(sized, live_server, screensho
     assert clean.status == "approved"
 
 
-def test_an_attribution_job_reads_its_errors(sized, live_server, screenshot_dir):  # type: ignore[no-untyped-def]
+def test_an_attribution_job_reads_its_errors(sized, live_server, screenshot_dir):
     load_demo()
     from django.contrib.auth.models import User
     from django.utils import timezone

@@ -19,11 +19,11 @@ class World:
     alpha_staff: User
 
 
-def test_a_partner_caseworker_sees_only_their_items_and_clears_one(  # type: ignore[no-untyped-def]
+def test_a_partner_caseworker_sees_only_their_items_and_clears_one(
     page, live_server, screenshot_dir
 ) -> None:
     world = World()
-    make_world(world)  # type: ignore[arg-type]
+    make_world(world)
     user = User.objects.get(username="alpha")
     user.set_password("caseworker-pw")
     user.save()

@@ -49,7 +49,7 @@ class PartnerFastPathsTestCase(BaseTestCase):
     def paths(self, user: object, path: str) -> list[str]:
         """The list, each filter's choices, each sortable column ascending and descending."""
         request = RequestFactory().get(path)
-        request.user = user  # type: ignore[attr-defined]
+        request.user = user
         model_admin = next(
             a for m, a in admin.site._registry.items() if path.endswith(f"/{m._meta.model_name}/")
         )

@@ -43,7 +43,7 @@ def add_findings(case: object, targets: list[Target]) -> None:
             transcript=[{"t_ms": 0, "direction": "<", "text": "220 x" * 200}],
             probed_at=timezone.now(),
         )
-        case.findings.add(finding)  # type: ignore[attr-defined]
+        case.findings.add(finding)
 
 
 def rows(body: str) -> list[str]:

@@ -56,7 +56,7 @@ START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def fast_scans(settings):  # type: ignore[no-untyped-def]
+def fast_scans(settings):
     for name, value in FAST_SCAN.items():
         setattr(settings, name, value)
     return settings

@@ -16,7 +16,7 @@ MISSING = 987654321
 
 
 class CaseListTestCase(BaseTestCase):
-    def results(self, user, q: str) -> set[str]:  # type: ignore[no-untyped-def]
+    def results(self, user, q: str) -> set[str]:
         self.client.force_login(user)
         response = self.client.get("/admin/campaign/case/", {"q": q})
         self.assertEqual(response.status_code, 200)
@@ -110,7 +110,7 @@ class AttributionJobTestCase(BaseTestCase):
         target = self.alpha_case.findings.get().target
         job = AttributionJob.objects.create(target_ids=[target.pk], targets_total=1)
 
-        def failing(target, campaign, limited):  # type: ignore[no-untyped-def]
+        def failing(target, campaign, limited):
             attribution = target.attribution
             attribution.error = "rate_limited: RDAP answered 429"
             return attribution_services.TargetResult(target, attribution, None, "rate_limited")
@@ -221,7 +221,7 @@ class CampaignModelNamesTestCase(BaseTestCase):
 
 
 class MenusByRoleTestCase(BaseTestCase):
-    def menu(self, user) -> set[str]:  # type: ignore[no-untyped-def]
+    def menu(self, user) -> set[str]:
         self.client.force_login(user)
         response = self.client.get("/admin/campaign/case/")
         return {

@@ -280,7 +280,7 @@ class CeleryProcess:
                 pass
 
 
-def worker(env: dict[str, str], log: Path, queues: str, name: str, concurrency: int = 2):  # type: ignore[no-untyped-def]
+def worker(env: dict[str, str], log: Path, queues: str, name: str, concurrency: int = 2):
     return CeleryProcess(
         ["worker", "-Q", queues, "--pool", "prefork", "--concurrency", str(concurrency),
          "--prefetch-multiplier", "1", "-n", f"{name}-{os.getpid()}@%h", "--without-gossip",

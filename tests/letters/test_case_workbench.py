@@ -31,7 +31,7 @@ class CaseWorkbenchTestCase(BaseTestCase):
             server_owner=owner, position=2, kind=Contact.Kind.TECHNICAL, email="tech@alpha.example"
         )
 
-    def page(self, user=None, case: Case | None = None):  # type: ignore[no-untyped-def]
+    def page(self, user=None, case: Case | None = None):
         self.client.force_login(user or self.alpha_staff)
         case = case or self.alpha_case
         return self.client.get(f"/admin/campaign/case/{case.pk}/change/")

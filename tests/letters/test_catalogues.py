@@ -49,7 +49,7 @@ def test_every_catalogue_is_complete() -> None:
     assert [str(problem) for problem in i18n.check()] == []
 
 
-def test_the_check_reports_a_missing_and_an_untranslated_message(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_check_reports_a_missing_and_an_untranslated_message(tmp_path, monkeypatch) -> None:
     locale = tmp_path / "locale"
     shutil.copytree(i18n.LOCALE_DIR / "de", locale / "de")
     monkeypatch.setattr(i18n, "LOCALE_DIR", locale)
@@ -62,7 +62,7 @@ def test_the_check_reports_a_missing_and_an_untranslated_message(tmp_path, monke
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_every_catalogue_compiles_with_its_plural_forms(language, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_every_catalogue_compiles_with_its_plural_forms(language, tmp_path, monkeypatch) -> None:
     po = i18n.po_path(language)
     copy = tmp_path / po.relative_to(i18n.LOCALE_DIR)
     copy.parent.mkdir(parents=True)

@@ -82,7 +82,7 @@ class OutboxTestCase(BaseTestCase):
             Letter.objects.filter(pk=letter.pk).update(
                 claimed_by="other-worker", lease_until=timezone.now() + timedelta(minutes=5)
             )
-            return real_pdf(*args, **kwargs)  # type: ignore[arg-type]
+            return real_pdf(*args, **kwargs)
 
         with mock.patch("letters.printing.letter_pdf", slow_render):
             services.letter_send(letter_id=letter.id, claim="slow-worker")
@@ -126,7 +126,7 @@ class OutboxTestCase(BaseTestCase):
             calls.append(1)
             if len(calls) == 1:
                 raise OperationalError("server closed the connection unexpectedly")
-            return real_claim(*args)  # type: ignore[arg-type]
+            return real_claim(*args)
 
         from config.celery import app as celery_app
 
@@ -175,7 +175,7 @@ class OutboxTestCase(BaseTestCase):
             calls.append(1)
             if len(calls) == 1:
                 raise OperationalError("terminating connection due to administrator command")
-            return real(**kwargs)  # type: ignore[arg-type]
+            return real(**kwargs)
 
         with (
             mock.patch.object(sending, "letter_mark_sent", flaky),

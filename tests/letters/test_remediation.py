@@ -104,7 +104,7 @@ class RemediationTestCase(BaseTestCase):
         self.token = token_of(url)
         self.url = f"/r/{self.token}/"
 
-    def post(self, data: dict[str, str], url: str | None = None):  # type: ignore[no-untyped-def]
+    def post(self, data: dict[str, str], url: str | None = None):
         return self.client.post(url or self.url, data)
 
 

@@ -31,12 +31,12 @@ def api_error(status: int) -> AnymailAPIError:
     return AnymailAPIError(f"ESP said {status}", status_code=status, response=response)
 
 
-def flaky_post(*errors: Exception):  # type: ignore[no-untyped-def]
+def flaky_post(*errors: Exception):
     """The test backend's post_to_esp, raising the given errors on the first calls."""
     original = anymail_test.EmailBackend.post_to_esp
     pending = list(errors)
 
-    def post(self, payload, message):  # type: ignore[no-untyped-def]
+    def post(self, payload, message):
         if pending:
             raise pending.pop(0)
         return original(self, payload, message)

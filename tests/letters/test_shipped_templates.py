@@ -226,7 +226,7 @@ def test_it_reads_as_its_own_language_and_not_a_neighbour(language: str, kind: s
         other: sum(w in vocabulary for w in words) / len(words)
         for other, vocabulary in DISTINCTIVE_WORDS.items()
     }
-    best = max(scores, key=scores.get)  # type: ignore[arg-type]
+    best = max(scores, key=scores.get)
     assert best == language, scores
     assert scores[language] > 0.1, scores
 

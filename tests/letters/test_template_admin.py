@@ -29,7 +29,7 @@ class TemplateAdminTestCase(BaseTestCase):
         cls.alpha.reply_to = "sys@alpha.example"
         cls.alpha.save()
 
-    def draft(self, body: str = BODY, actor: User | None = None, kind: str = "initial"):  # type: ignore[no-untyped-def]
+    def draft(self, body: str = BODY, actor: User | None = None, kind: str = "initial"):
         return services.template_new_version(
             partner=self.alpha,
             kind=kind,

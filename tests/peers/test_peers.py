@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fakes import peers as servers
 from fakes.peers import AUTH_PASSWORD, AUTH_USER, Peer, require_peer, start_peer
+from fakes.peers import common as servers
 
 pytestmark = pytest.mark.peers
 

@@ -223,9 +223,9 @@ class SuppressionScopeTestCase(BaseTestCase):
 
         Suppression.objects.create(partner=self.alpha, email=self.beta_email, reason="opt_out")
         link = type("Link", (), {"case": self.beta_case})()
-        self.assertFalse(has_opted_out(link, self.beta_email))  # type: ignore[arg-type]
+        self.assertFalse(has_opted_out(link, self.beta_email))
         Suppression.objects.create(partner=self.beta, email=self.beta_email, reason="opt_out")
-        self.assertTrue(has_opted_out(link, self.beta_email))  # type: ignore[arg-type]
+        self.assertTrue(has_opted_out(link, self.beta_email))
 
 
 class TargetFieldsTestCase(BaseTestCase):

@@ -23,7 +23,7 @@ PNG = (  # a 1x1 PNG
 class MediaFixture:
     def make_media(self) -> Path:
         folder = tempfile.TemporaryDirectory()
-        self.addCleanup(folder.cleanup)  # type: ignore[attr-defined]
+        self.addCleanup(folder.cleanup)
         media = Path(folder.name)
         (media / "letters" / "2026").mkdir(parents=True)
         (media / "letters" / "2026" / "de.pdf").write_bytes(SECRET)
@@ -31,7 +31,7 @@ class MediaFixture:
         (media / "letterheads" / "gb.png").write_bytes(PNG)
         override = override_settings(MEDIA_ROOT=str(media))
         override.enable()
-        self.addCleanup(override.disable)  # type: ignore[attr-defined]
+        self.addCleanup(override.disable)
         return media
 
 

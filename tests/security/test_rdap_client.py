@@ -33,7 +33,7 @@ class RdapClientTestCase(SimpleTestCase):
         self.servers: list[RdapServer] = []
 
     def serve(self, host: str, **options: object) -> RdapServer:
-        server = RdapServer(host, "/rdap/", **options)  # type: ignore[arg-type]
+        server = RdapServer(host, "/rdap/", **options)
         server.start()
         self.servers.append(server)
         self.addCleanup(server.stop)
@@ -121,7 +121,7 @@ class RdapClientTestCase(SimpleTestCase):
         arin = self.serve("127.0.61.11")
         arin.route("ip/192.0.2.77", 302, None, Location=ripe.url("ip/192.0.2.77"))
         answer = self.lookup([arin.base_url, ripe.base_url])
-        self.assertEqual(answer.url, ripe.url("ip/192.0.2.77"))  # type: ignore[attr-defined]
+        self.assertEqual(answer.url, ripe.url("ip/192.0.2.77"))
 
     def test_it_bounds_the_total_time_of_a_lookup_against_a_slow_drip(self) -> None:
         # Each byte comes well within the per-read timeout; only a deadline over the whole
