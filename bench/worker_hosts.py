@@ -182,6 +182,7 @@ class LoopbackFleet:
     network: str
     count: int
     targets: list[tuple[str, int, str, str]] = field(default_factory=list)
+    _servers: list[asyncio.Server] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
 
@@ -202,6 +203,7 @@ class LoopbackFleet:
                 ip, kind = str(next(hosts)), kinds[i % len(kinds)]
                 assert BEHAVIOURS[kind].family in ("smtp", "http", "socks")
                 server = await asyncio.start_server(handlers[kind], ip, 0, backlog=256)
+                self._servers.append(server)
                 port = int(server.sockets[0].getsockname()[1])
                 self.targets.append((ip, port, kind, QUICK_BEHAVIOURS[kind]))
 
@@ -225,7 +227,14 @@ class LoopbackFleet:
 
     def __exit__(self, *exc: object) -> None:
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+
+            def close() -> None:
+                for server in self._servers:
+                    server.close()  # the addresses are free again at once
+                assert self._loop is not None
+                self._loop.stop()
+
+            self._loop.call_soon_threadsafe(close)
         if self._thread is not None:
             self._thread.join(10)
 
