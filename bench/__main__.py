@@ -4,6 +4,7 @@ Without DATABASE_URL the benchmarks use a fresh SQLite file under var/bench/ (mi
 with it, the given database.
 Sections: BENCH_SECTIONS=probes,import,cases,letters,schedule,outbox,dashboard,scale,workers
 (default: all).
+Exits non-zero when a section fails or judges any target wrong (its `wrong_verdicts`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ def main() -> int:
             report[name] = {"error": f"{type(exc).__name__}: {exc}"}
             traceback.print_exc(file=sys.stderr)
         print(f"bench: {name} took {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        section = report[name]
+        wrong = section.get("wrong_verdicts") if isinstance(section, dict) else None
+        if wrong:  # a wrong verdict is a failure however fast it came
+            failed = True
+            print(f"bench: FAILED: {name} judged {wrong} target(s) wrong", file=sys.stderr)
     report["peak_rss_mb_of_bench_process"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
     )

@@ -54,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -71,6 +72,14 @@ FLEET_SIZE = int(os.environ.get("BENCH_FLEET_SIZE", "2000"))
 # Every target at once: each has its own IP, so one connection per IP still holds; the scan is
 # then as long as its slowest target (a SOCKS server that grants and forwards nothing).
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "2000"))
+# The fleet is also scanned at these concurrencies ("all": every target at once), rightness
+# reported for each: being right must not depend on how hard the machine is pushed.
+FLEET_CONCURRENCIES = os.environ.get("BENCH_FLEET_CONCURRENCIES", "64,256,all")
+# Which parts of the section run (BENCH_PROBE_PARTS=fleet skips the real peers).
+PROBE_PARTS = os.environ.get("BENCH_PROBE_PARTS", "peers,fleet")
+# After the sessions, how long the worker keeps its canary up for late confirmations (a relay's
+# queued delivery, a proxy's slow forward): what a campaign's confirmation sweep would record.
+CONFIRM_WINDOW = float(os.environ.get("BENCH_CONFIRM_WINDOW", "10"))
 NMAP_TOKEN = "nmap-bench"
 # nmap's scripts have their own 10 s socket timeouts; a --script-timeout below their natural
 # length only drops results (open relays then go unreported), so none is set unless asked for.
@@ -177,7 +186,9 @@ async def _scan(spec: dict[str, Any]) -> dict[str, Any]:
     from scanning.probes.canary import CanaryConfig, MemoryHitStore
     from scanning.probes.canary_http import start_http_canary, start_selfcheck_port
     from scanning.probes.loop_lag import monitor
+    from scanning.probes.proxy_judgement import awaited_tokens, rejudge_with_hits
     from scanning.probes.runner import Scanner, ScanOptions, Target
+    from scanning.probes.smtp_relay import awaits_confirmation, confirm_with_hits
     from scanning.probes.smtp_sink import start_smtp_sink
 
     c = spec["canary"]
@@ -216,6 +227,29 @@ async def _scan(spec: dict[str, Any]) -> dict[str, Any]:
     results = await scanner.run(targets)
     seconds = time.perf_counter() - started
     lag.stop()
+
+    # Provisional results wait for their late hits here, the scan being over (as a campaign's
+    # confirmation sweep would upgrade them); what is still provisional after the window stays
+    # as the session judged it.
+    def waiting_for(r: Any) -> list[str]:
+        return [r.token] if awaits_confirmation(r) and r.token else awaited_tokens(r)
+
+    provisional = sum(1 for r in results if waiting_for(r))
+    upgraded = 0
+    window_end = time.perf_counter() + float(spec.get("confirm_window", CONFIRM_WINDOW))
+    while any(waiting_for(r) for r in results) and time.perf_counter() < window_end:
+        await asyncio.sleep(0.2)
+        for i, r in enumerate(results):
+            tokens = waiting_for(r)
+            found = [h for t in tokens for h in await hits.wait_for(t, kind=None, timeout=0)]
+            if found:
+                results[i] = (
+                    confirm_with_hits(r, found)
+                    if awaits_confirmation(r)
+                    else rejudge_with_hits(r, found)
+                )
+                upgraded += 1
+    final_seconds = time.perf_counter() - started
     for server in servers:
         server.close()
     if os.environ.get("BENCH_DEBUG_RESULTS"):  # whole findings, transcripts included
@@ -223,6 +257,9 @@ async def _scan(spec: dict[str, Any]) -> dict[str, Any]:
             json.dump([r.as_json() for r in results], f)
     return {
         "scan_seconds": seconds,
+        "final_seconds": final_seconds,
+        "provisional_at_scan_end": provisional,
+        "upgraded_late": upgraded,
         "selfcheck_passed": scanner.selfcheck_passed,
         "loop_lag": lag.summary(),
         "concurrency_limit": {  # where the adaptive cap went (scanning/probes/loop_lag.py)
@@ -787,6 +824,16 @@ def compare(
     return summary
 
 
+def _session_seconds(scan: dict[str, Any]) -> float:
+    """The worker's lifetime without its wait for late confirmations (reported apart)."""
+    return float(scan["process_seconds"]) - (scan["final_seconds"] - scan["scan_seconds"])
+
+
+def _concurrencies(size: int) -> list[int]:
+    levels = [size if x.strip() == "all" else int(x) for x in FLEET_CONCURRENCIES.split(",") if x]
+    return sorted({min(level, size) for level in [*levels, CONCURRENCY] if level > 0})
+
+
 def _rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1) if seconds > 0 else 0.0
 
@@ -897,7 +944,8 @@ def bench_peers(nmap_skip: str | None) -> dict[str, Any]:
             "targets": len(keys),
             "wall_seconds": round(scan["process_seconds"], 2),
             "scan_seconds": round(scan["scan_seconds"], 2),
-            "targets_per_second": _rate(len(keys), scan["process_seconds"]),
+            "targets_per_second": _rate(len(keys), _session_seconds(scan)),
+            "seconds_until_every_verdict_final": round(scan["final_seconds"], 2),
             "peak_rss_mb": round(scan["maxrss_kb"] / 1024, 1),
             "selfcheck_passed": scan["selfcheck_passed"],
         }
@@ -947,6 +995,7 @@ def bench_peers(nmap_skip: str | None) -> dict[str, Any]:
                 else None
             )
         out["ours_wrong"] = cmp["ours_wrong"]
+        out["wrong_verdicts"] = sum(w["count"] for w in cmp["ours_wrong"])
     if notes:
         out["notes"] = notes
     return out
@@ -994,7 +1043,10 @@ def bench_fleet(nmap_skip: str | None, size: int = FLEET_SIZE) -> dict[str, Any]
         out["ours"] = {
             "wall_seconds": round(scan["process_seconds"], 2),
             "scan_seconds": round(scan["scan_seconds"], 2),
-            "targets_per_second": _rate(size, scan["process_seconds"]),
+            "seconds_until_every_verdict_final": round(scan["final_seconds"], 2),
+            "provisional_at_scan_end": scan["provisional_at_scan_end"],
+            "upgraded_late": scan["upgraded_late"],
+            "targets_per_second": _rate(size, _session_seconds(scan)),
             "targets_per_second_scan_only": _rate(size, scan["scan_seconds"]),
             "peak_rss_mb": round(scan["maxrss_kb"] / 1024, 1),
             "cpu_seconds": round(scan["cpu_seconds"], 2),
@@ -1019,12 +1071,33 @@ def bench_fleet(nmap_skip: str | None, size: int = FLEET_SIZE) -> dict[str, Any]
             out["nmap"]["calls"] = dict(
                 collections.Counter(nmap_calls.get(k, "missing") for k in keys)
             )
-    truth = {(ip, port): BEHAVIOURS[k].open for ip, port, k in plan}
-    group = {(ip, port): k for ip, port, k in plan}
+        truth = {(ip, port): BEHAVIOURS[k].open for ip, port, k in plan}
+        group = {(ip, port): k for ip, port, k in plan}
+        # The same fleet at other concurrencies: rightness must hold at each one.
+        by_concurrency: dict[str, Any] = {}
+        for level in _concurrencies(size):
+            if level == CONCURRENCY:
+                other, other_ours = scan, ours
+            else:
+                other = run_scan(keys, canary, FLEET_LIMITS, level)
+                other_ours = verdicts_by_target(other["results"])
+            judged = compare(truth, group, other_ours, None)
+            by_concurrency[str(level)] = {
+                "ours_right": f"{judged['ours_right']}/{size}",
+                "wrong": sum(w["count"] for w in judged["ours_wrong"]),
+                "ours_wrong": judged["ours_wrong"],
+                "targets_per_second": _rate(size, _session_seconds(other)),
+                "seconds_until_every_verdict_final": round(other["final_seconds"], 2),
+                "loop_lag": other.get("loop_lag"),
+                "concurrency_limit": other.get("concurrency_limit"),
+            }
+        out["rightness_by_concurrency"] = by_concurrency
     cmp = compare(truth, group, ours, nmap_calls)
     out["per_behaviour"] = cmp["per_group"]
     out["ours_right"] = f"{cmp['ours_right']}/{size}"
     out["ours_wrong"] = cmp["ours_wrong"]
+    # Any target judged wrong at any concurrency fails the bench (bench/__main__.py).
+    out["wrong_verdicts"] = sum(c["wrong"] for c in by_concurrency.values())
     if nmap_calls is not None:
         out["nmap_right"] = f"{cmp['nmap_right']}/{size}"
         out["agreement"] = cmp["agreement"]
@@ -1052,15 +1125,21 @@ def run() -> dict[str, Any]:
                 stack.enter_context(dns_responder())
                 stack.enter_context(nmap_canary(loop))
                 capture = stack.enter_context(off_loopback_capture())
-            for name, section in (("peers", bench_peers), ("fleet", bench_fleet)):
+            parts = [p.strip() for p in PROBE_PARTS.split(",")]
+            sections = (("peers", bench_peers), ("fleet", bench_fleet))
+            for name, section in [(n, f) for n, f in sections if n in parts]:
                 started = time.perf_counter()
                 try:
                     report[name] = section(nmap_skip)
                 except Exception as exc:  # keep the other section's figures
                     report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                    traceback.print_exc(file=sys.stderr)
                 report[name]["section_seconds"] = round(time.perf_counter() - started, 1)
     finally:
         loop.close()
+    report["wrong_verdicts"] = sum(
+        int(report[n].get("wrong_verdicts", 0)) for n in ("peers", "fleet") if n in report
+    )
     report["safety"] = {
         "nmap_targets": "asserted within 127.0.0.0/8 before every nmap run",
         "nmap_proxy_url": f"http://{NMAP_CANARY_IP}/c/{NMAP_TOKEN}-<family> (loopback canary; "
