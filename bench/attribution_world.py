@@ -14,8 +14,8 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.campaign.attribution import tls
-from tests.campaign.attribution.servers import FIXTURES, DnsResponder, RdapServer, write_bootstrap
+from fakes import registry_tls as tls
+from fakes.registries import FIXTURES, DnsResponder, RdapServer, write_bootstrap
 
 SPACE = ipaddress.ip_network("198.18.0.0/15")
 RECORDED = json.loads((FIXTURES / "arin_192.0.2.0.json").read_text(encoding="utf-8"))
