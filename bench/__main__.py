@@ -2,7 +2,8 @@
 
 Without DATABASE_URL the benchmarks use a fresh SQLite file under var/bench/ (migrated here);
 with it, the given database.
-Sections: BENCH_SECTIONS=probes,import,letters,outbox,dashboard,schedule (default: all).
+Sections: BENCH_SECTIONS=probes,import,cases,letters,schedule,outbox,dashboard,scale,workers
+(default: all).
 Exits non-zero when a section fails or judges any target wrong (its `wrong_verdicts`).
 """
 
@@ -29,6 +30,7 @@ SECTIONS = {
     "outbox": "bench.outbox_bench",
     "dashboard": "bench.dashboard_bench",
     "scale": "bench.scale_bench",
+    "workers": "bench.workers_bench",
 }
 
 

@@ -1,7 +1,7 @@
 """The RDAP client as an attacker on the path, or a hostile registry mirror, would test it.
 
 Recorded answers are served over https from loopback with certificates from a throwaway
-authority (tests/campaign/attribution/tls.py) that RDAP_CA_BUNDLE names for these tests.
+authority (fakes/registry_tls.py) that RDAP_CA_BUNDLE names for these tests.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 from django.test import SimpleTestCase, override_settings
 
 from campaign.attribution import rdap
-from tests.campaign.attribution import tls
-from tests.campaign.attribution.servers import FIXTURES, RdapServer, write_bootstrap
+from fakes import registry_tls as tls
+from fakes.registries import FIXTURES, RdapServer, write_bootstrap
 from tests.test_settings import start_django
 
 SHIPPED = Path(__file__).resolve().parents[2] / "campaign" / "rdap_bootstrap"

@@ -9,15 +9,15 @@ from django.utils import timezone
 
 from campaign.attribution import rdap
 from campaign.models import Partner
-from scanning.models import Finding, Target
-from tests.base import BaseTestCase
-from tests.campaign.attribution import tls
-from tests.campaign.attribution.servers import (
+from fakes import registry_tls as tls
+from fakes.registries import (
     DnsResponder,
     RdapServer,
     SilentServer,
     write_bootstrap,
 )
+from scanning.models import Finding, Target
+from tests.base import BaseTestCase
 
 
 class AttributionTestCase(BaseTestCase):

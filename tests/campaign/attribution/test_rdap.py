@@ -14,8 +14,8 @@ from campaign.attribution.reverse_dns import reverse_dns
 from campaign.attribution.services import targets_attribute
 from campaign.models import Attribution, Contact, RdapNetworkCache
 from campaign.tasks import attribute_targets as attribute_targets_task
+from fakes.registries import RdapServer
 from tests.campaign.attribution.base import AttributionTestCase
-from tests.campaign.attribution.servers import RdapServer
 
 SHIPPED = Path(settings.BASE_DIR) / "campaign" / "rdap_bootstrap"
 

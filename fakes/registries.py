@@ -1,9 +1,10 @@
 """Loopback stand-ins for the five registries' RDAP services and a DNS resolver.
 
-Each registry gets an HTTPS server (certificate from the test authority in tls.py) on its own
-127.0.60.x address that answers from the recorded files in tests/fixtures/rdap/; a silent server
-accepts connections and never answers (timeouts); a UDP responder answers PTR queries from a
-table. Nothing here leaves the machine.
+Each registry gets an HTTPS server (certificate from the throwaway authority in
+fakes/registry_tls.py) on its own 127.0.60.x address that answers from the recorded files in
+tests/fixtures/rdap/; a silent server accepts connections and never answers (timeouts); a UDP
+responder answers PTR queries from a table. Nothing here leaves the machine. The tests and the
+bench share it.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from tests.campaign.attribution import tls
-from tests.loopback_http import LoopbackHTTPServer
+from fakes import registry_tls as tls
+from fakes.loopback_http import LoopbackHTTPServer
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "rdap"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "rdap"
 
 # (status, headers, fixture file or None)
 Route = tuple[int, dict[str, str], str | None]
