@@ -177,12 +177,19 @@ class AdaptiveSlots:
 
     async def acquire(self) -> None:
         self._adjust()
+        if self._waiters:
+            self._wake()  # the limit may have grown: those in line go first when they wake
         while self.in_use >= self.limit:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                # Re-check now and then: the limit may grow while nobody releases.
-                await asyncio.wait({waiter}, timeout=TICK * 4)
+                # No polling: thousands of waiters waking five times a second cost more CPU
+                # than the probes. Every release (and a limit that grows then) wakes them.
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # our wake-up goes to the next in line
+                raise
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
@@ -192,6 +199,9 @@ class AdaptiveSlots:
     def release(self) -> None:
         self.in_use -= 1
         self._adjust()
+        self._wake()
+
+    def _wake(self) -> None:
         free = self.limit - self.in_use
         while free > 0 and self._waiters:
             waiter = self._waiters.pop(0)
