@@ -178,7 +178,7 @@ class AdaptiveSlots:
     async def acquire(self) -> None:
         self._adjust()
         if self._waiters:
-            self._wake()  # the limit may have grown: those in line go first when they wake
+            self._wake()  # the limit may have grown: wake those in line
         while self.in_use >= self.limit:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
