@@ -105,39 +105,31 @@ def punctual_time() -> float:
 async def patient_wait_for(aw: Awaitable[T], timeout: float) -> T:
     """`asyncio.wait_for`, except that time the loop spent running late does not count.
 
-    When the timer fires, the loop's lateness since the wait began is added back and the wait
-    goes on; it ends when `timeout` seconds of punctual loop time have passed without an answer.
-    The extension is bounded (at most 10 x timeout in all) so a stalled loop cannot wait forever.
+    When the timer fires, the loop's lateness since the wait began is added back and the timer
+    is set again; the wait ends when `timeout` seconds of punctual loop time have passed without
+    an answer. The extension is bounded (at most 10 x timeout in all) so a stalled loop cannot
+    wait forever. The awaitable runs in the caller's task: no task is made per read.
     """
     loop = asyncio.get_running_loop()
     lag = monitor()
-    fut = asyncio.ensure_future(aw)
     began, lag_at_start = loop.time(), lag.total()
     hard_end = began + 10 * max(timeout, TICK)
-    try:
-        while True:
+    async with asyncio.timeout(None) as scope:
+        timer: list[asyncio.TimerHandle] = []
+
+        def check() -> None:
             end = min(began + timeout + (lag.total() - lag_at_start), hard_end)
-            remaining = end - loop.time()
-            if remaining <= 0:
-                break
-            done, _ = await asyncio.wait({fut}, timeout=remaining)
-            if done:
-                return fut.result()
-        # One more pass of the loop: an answer already read by this iteration still counts.
-        await asyncio.sleep(0)
-        if fut.done():
-            return fut.result()
-    except asyncio.CancelledError:
-        fut.cancel()
-        raise
-    fut.cancel()
-    try:
-        await fut
-    except asyncio.CancelledError:
-        pass
-    except Exception:  # noqa: BLE001 - the timeout is the answer; the late error is moot
-        pass
-    raise TimeoutError
+            if end <= loop.time():
+                scope.reschedule(loop.time())  # expire now: TimeoutError in the waiting task
+            else:
+                timer[:] = [loop.call_at(end, check)]
+
+        timer.append(loop.call_at(began + timeout, check))
+        try:
+            return await aw
+        finally:
+            for handle in timer:
+                handle.cancel()
 
 
 class AdaptiveSlots:
