@@ -15,6 +15,7 @@ import struct
 import time
 from collections.abc import AsyncIterator
 
+from bench import nmap_side
 from bench import probe_bench as pb
 from bench.fleet import BEHAVIOURS
 
@@ -273,13 +274,13 @@ SOCKS_XML = """<nmaprun>
 
 
 def test_nmap_xml_is_read_as_its_scripts_write_it() -> None:
-    assert pb.parse_nmap_xml(XML, "smtp") == {
+    assert nmap_side.parse_nmap_xml(XML, "smtp") == {
         ("127.1.0.1", 25): "open",
         ("127.1.0.5", 25): "not-open",
         ("127.1.0.9", 25): "error",
         ("127.1.0.2", 25): "port-closed",
     }
-    assert pb.parse_nmap_xml(SOCKS_XML, "socks") == {
+    assert nmap_side.parse_nmap_xml(SOCKS_XML, "socks") == {
         ("127.1.0.18", 1080): "open",
         ("127.1.0.16", 1080): "not-open",  # the proxy scripts are silent when not open
     }
@@ -296,20 +297,20 @@ def _query(name: str, qtype: int = 1) -> bytes:
 
 
 def test_nmap_dns_answers_loopback_literals_only() -> None:
-    reply = pb.dns_answer(_query("127.0.98.1"))
+    reply = nmap_side.dns_answer(_query("127.0.98.1"))
     assert reply is not None and reply[3] & 0x0F == 0 and reply.endswith(bytes([127, 0, 98, 1]))
-    assert pb.dns_answer(_query("www.google.com"))[3] & 0x0F == 3
-    assert pb.dns_answer(_query("192.0.2.1"))[7] == 0  # no answer
+    assert nmap_side.dns_answer(_query("www.google.com"))[3] & 0x0F == 3
+    assert nmap_side.dns_answer(_query("192.0.2.1"))[7] == 0  # no answer
 
 
 def test_nmap_is_pointed_only_at_loopback() -> None:
     for family in pb.NMAP_SCRIPTS:
-        argv = pb.nmap_argv(family, 25, "hosts.txt", 3, 64, 60)
+        argv = nmap_side.nmap_argv(family, 25, "hosts.txt", 3, 64, 60)
         assert "-n" in argv and "--dns-servers" in argv
         if family != "smtp":
             assert f"proxy.url=http://{pb.NMAP_CANARY_IP}/" in argv[-1]
     try:
-        pb.assert_loopback(["127.1.0.1", "192.0.2.1"])
+        nmap_side.assert_loopback(["127.1.0.1", "192.0.2.1"])
     except AssertionError:
         pass
     else:

@@ -18,6 +18,7 @@ from campaign.intake.csvfiles import (
     csv_extra_columns,
     shadowserver_source,
 )
+from campaign.intake.store import TARGET_MERGE_ON_CONFLICT
 
 _OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
@@ -295,19 +296,7 @@ WITH accepted AS (
   SELECT ip, port, protocol, hostname, asn, geo_country, first_seen, last_seen, sources,
     source_data, %(now)s
   FROM merged
-  ON CONFLICT (ip, port, protocol) DO UPDATE SET
-    first_seen = LEAST(scanning_target.first_seen, EXCLUDED.first_seen),
-    last_seen = GREATEST(scanning_target.last_seen, EXCLUDED.last_seen),
-    hostname = COALESCE(NULLIF(EXCLUDED.hostname, ''), scanning_target.hostname),
-    asn = COALESCE(EXCLUDED.asn, scanning_target.asn),
-    geo_country = COALESCE(NULLIF(EXCLUDED.geo_country, ''), scanning_target.geo_country),
-    sources = scanning_target.sources || COALESCE(
-      (SELECT jsonb_agg(e.value ORDER BY e.n)
-       FROM jsonb_array_elements(EXCLUDED.sources) WITH ORDINALITY AS e(value, n)
-       WHERE NOT scanning_target.sources @> jsonb_build_array(e.value)),
-      '[]'::jsonb),
-    source_data = scanning_target.source_data || EXCLUDED.source_data
-  RETURNING id
+{TARGET_MERGE_ON_CONFLICT}  RETURNING id
 )
 INSERT INTO campaign_importbatch_targets (importbatch_id, target_id)
 SELECT %(batch)s, id FROM stored

@@ -132,10 +132,10 @@ STAGE_COLUMNS = (
     "sources",
     "source_data",
 )
-MERGE_SQL = f"""
-WITH merged AS (
-  INSERT INTO scanning_target ({", ".join(STAGE_COLUMNS)}, created_at)
-  SELECT {", ".join(STAGE_COLUMNS)}, %(now)s FROM {STAGE}
+# How a target seen again merges into the stored row: the widest first/last seen, a new hostname,
+# AS or country only where one was given, new sources appended once, source data overlaid. Both
+# import paths (this staging table and the bulk SQL path, bulk_sql.py) merge with it.
+TARGET_MERGE_ON_CONFLICT = """
   ON CONFLICT (ip, port, protocol) DO UPDATE SET
     first_seen = LEAST(scanning_target.first_seen, EXCLUDED.first_seen),
     last_seen = GREATEST(scanning_target.last_seen, EXCLUDED.last_seen),
@@ -148,7 +148,12 @@ WITH merged AS (
        WHERE NOT scanning_target.sources @> jsonb_build_array(e.value)),
       '[]'::jsonb),
     source_data = scanning_target.source_data || EXCLUDED.source_data
-  RETURNING id
+"""
+MERGE_SQL = f"""
+WITH merged AS (
+  INSERT INTO scanning_target ({", ".join(STAGE_COLUMNS)}, created_at)
+  SELECT {", ".join(STAGE_COLUMNS)}, %(now)s FROM {STAGE}
+{TARGET_MERGE_ON_CONFLICT}  RETURNING id
 )
 INSERT INTO campaign_importbatch_targets (importbatch_id, target_id)
 SELECT %(batch)s, id FROM merged

@@ -62,7 +62,7 @@ class BatchLeaseTestCase(BaseTestCase):
             evidence_level="none",
             probed_at=timezone.now(),
         )
-        services._finish_batch(batch, ScanBatch.Status.DONE, findings=[finding], refused=[])
+        services.batches._finish_batch(batch, ScanBatch.Status.DONE, findings=[finding], refused=[])
         self.assertFalse(Finding.objects.filter(scan_run=run).exists())
         self.assertEqual(ScanBatch.objects.get(pk=batch.pk).status, "running")
 

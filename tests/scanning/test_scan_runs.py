@@ -140,7 +140,7 @@ class ScanRunTestCase(BaseTestCase):
             with mock.patch.object(
                 tasks.dispatch_scan_run_task, "delay", lambda *a: sent.append(a)
             ):
-                with mock.patch.object(services, "DISPATCH_CHUNK", 2):
+                with mock.patch.object(services.runs, "DISPATCH_CHUNK", 2):
                     services.scan_run_dispatch(run_id=run.pk)
         batch_ids = list(run.batches.order_by("id").values_list("id", flat=True))
         # Two probe tasks, then the next dispatch after the second batch.
@@ -148,7 +148,7 @@ class ScanRunTestCase(BaseTestCase):
 
     def test_a_run_of_a_queryset_is_cut_into_batches_in_id_order(self) -> None:
         targets = [smtp_target(f"192.0.2.{i}", 25) for i in range(1, 8)]
-        with override_settings(SCAN_BATCH_SIZE=3), mock.patch.object(services, "RUN_CHUNK", 4):
+        with override_settings(SCAN_BATCH_SIZE=3), mock.patch.object(services.runs, "RUN_CHUNK", 4):
             with self.captureOnCommitCallbacks():
                 run = services.scan_run_start(
                     targets=Target.objects.filter(pk__in=[t.pk for t in targets]), label="all"
