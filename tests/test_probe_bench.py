@@ -139,6 +139,8 @@ def _first(plan: list[tuple[str, int, str]], kind: str) -> tuple[str, int]:
     return next((ip, port) for ip, port, k in plan if k == kind)
 
 
+# The fleet binds the same 127.1.0.x addresses every time: one fleet test at a time.
+@pytest.mark.xdist_group("serial")
 def test_the_fleet_serves_each_behaviour() -> None:
     plan = pb.fleet_plan(20, ports=PORTS)
     assert {k for *_, k in plan} == set(BEHAVIOURS)
@@ -195,6 +197,8 @@ def test_the_fleet_serves_each_behaviour() -> None:
     asyncio.run(main())
 
 
+# The fleet binds the same 127.1.0.x addresses every time: one fleet test at a time.
+@pytest.mark.xdist_group("serial")
 def test_our_scan_of_a_tiny_fleet_and_the_agreement_with_nmap() -> None:
     plan = pb.fleet_plan(20, ports=PORTS)
     canary = pb.canary_ports()
