@@ -99,15 +99,17 @@ def fleet_ip(n: int) -> str:
     return f"127.1.{n // 250}.{n % 250 + 1}"
 
 
-def fleet_plan(size: int, ports: dict[str, int] | None = None) -> list[tuple[str, int, str]]:
-    """(ip, port, behaviour) for `size` targets; `ports` overrides a family's port (tests that
-    may not bind port 25 use 2525)."""
+def fleet_plan(
+    size: int, ports: dict[str, int] | None = None, *, first: int = 0
+) -> list[tuple[str, int, str]]:
+    """(ip, port, behaviour) for `size` targets from the `first`-th fleet address; `ports`
+    overrides a family's port (tests that may not bind port 25 use 2525)."""
     cycle = [kind for kind, weight in MIX for _ in range(weight)]
     plan = []
     for n in range(size):
         kind = cycle[n % len(cycle)]
         port = (ports or {}).get(BEHAVIOURS[kind].family, BEHAVIOURS[kind].port)
-        plan.append((fleet_ip(n), port, kind))
+        plan.append((fleet_ip(first + n), port, kind))
     return plan
 
 
