@@ -29,7 +29,6 @@ SCAN_ENV = {
     "SCAN_CONNECT_TIMEOUT": "2",
     "SCAN_REPLY_TIMEOUT": "3",  # a tarpit holds each batch this long
     "SCAN_EXCHANGE_TIMEOUT": "8",
-    "SCAN_CONFIRM_WAIT": "1",
     "SCAN_NETWORK_RATE": "0",
     "SCAN_GREYLIST_RETRY_DELAYS": "",
 }
