@@ -32,9 +32,12 @@ run: install system-deps
 	@bash scripts/run.sh $(HOST) $(PORT)
 
 # Everything but the fault suite, which kills and restarts processes for minutes on end: it has
-# its own target (below) and its own step in CI.
+# its own target (below) and its own step in CI. Two passes: the tests that share a fixed
+# resource (real peers on fixed 127.0.x.y addresses, integration workers on one Redis database)
+# run one after another in a pass of their own; everything else on two processes.
 test: install
-	$(PY) -m pytest -m "not faults" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not faults and not peers and not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 0 -m "(peers or integration) and not faults" $(PYTEST_ARGS)
 
 # Prints one JSON report on stdout (progress goes to stderr). Installs Debian's nmap for the
 # side-by-side comparison when it may.

@@ -10,17 +10,9 @@ from config.celery import app as celery_app
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
-# Tests that share one fixed resource run on one xdist worker, one after another: the real peer
-# servers bind fixed 127.0.x.y addresses, and the integration workers consume one Redis database.
-# Browser tests need nothing shared (each xdist worker has its own database and live server), so
-# they spread over both workers; one that also starts a real peer is marked `peers`.
-SERIAL_MARKERS = ("peers", "integration", "faults")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if any(item.get_closest_marker(name) for name in SERIAL_MARKERS):
-            item.add_marker(pytest.mark.xdist_group("serial"))
+# Tests that share one fixed resource (marked peers or integration: real servers on fixed
+# 127.0.x.y addresses, workers consuming one Redis database) run in a serial pass of their own:
+# `make test` runs them after the rest, with -n 0.
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,8 +15,6 @@ import struct
 import time
 from collections.abc import AsyncIterator
 
-import pytest
-
 from bench import nmap_side
 from bench import probe_bench as pb
 from bench.fleet import BEHAVIOURS
@@ -141,8 +139,6 @@ def _first(plan: list[tuple[str, int, str]], kind: str) -> tuple[str, int]:
     return next((ip, port) for ip, port, k in plan if k == kind)
 
 
-# The fleet binds the same 127.1.0.x addresses every time: one fleet test at a time.
-@pytest.mark.xdist_group("serial")
 def test_the_fleet_serves_each_behaviour() -> None:
     plan = pb.fleet_plan(20, ports=PORTS)
     assert {k for *_, k in plan} == set(BEHAVIOURS)
@@ -199,8 +195,6 @@ def test_the_fleet_serves_each_behaviour() -> None:
     asyncio.run(main())
 
 
-# The fleet binds the same 127.1.0.x addresses every time: one fleet test at a time.
-@pytest.mark.xdist_group("serial")
 def test_our_scan_of_a_tiny_fleet_and_the_agreement_with_nmap() -> None:
     # Addresses of its own: a killed fleet's sockets may linger a while in FIN_WAIT2 where our
     # scan's clients still hold the other end, and would keep the next fleet from binding.
