@@ -21,11 +21,17 @@ CAMPAIGN_SLUG = "bench-scale"
 
 def use_scale_database() -> str:
     """Point the default connection at `<db>_scale`, creating and migrating it if needed."""
+    return use_bench_database("_scale")
+
+
+def use_bench_database(suffix: str) -> str:
+    """Point the default connection at `<db><suffix>`, a database of the bench's own, creating
+    and migrating it if needed; returns its name."""
     from django.core.management import call_command
 
     default = connections["default"]
     base = default.settings_dict["NAME"]
-    name = base if base.endswith("_scale") else f"{base}_scale"[:63]
+    name = base if base.endswith(suffix) else f"{base}{suffix}"[:63]
     with default.cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
         if cursor.fetchone() is None:

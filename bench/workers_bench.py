@@ -83,19 +83,9 @@ def _redis_reachable(url: str) -> bool:
 
 
 def _use_own_database() -> str:
-    from django.core.management import call_command
-    from django.db import connections
+    from bench.scale_data import use_bench_database
 
-    default = connections["default"]
-    name = f"{default.settings_dict['NAME']}_workers"[:63]
-    with default.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if cursor.fetchone() is None:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-    default.close()
-    default.settings_dict["NAME"] = name
-    call_command("migrate", "--noinput", verbosity=0)
-    return name
+    return use_bench_database("_workers")
 
 
 def _empty_database() -> None:
